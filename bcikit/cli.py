@@ -1,0 +1,152 @@
+"""The ``bcikit`` command.
+
+Sub-commands::
+
+    bcikit run PIPELINE.toml [--dataset CARD.toml | BIDS_ROOT] [--out DIR] [--device D]
+                             [--set key=value ...] [--resume DIR]
+    bcikit info PATH                 what a file or BIDS root holds
+    bcikit datasets [DIR]            the dataset cards
+    bcikit simulate OUT [--format edf|brainvision|fif] [--bids] [--set knob=value ...]
+
+Bad input (a missing file, a wrong value in a TOML file, a corrupt recording) is reported in one
+line naming the file or field, without a traceback, and the exit status is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(
+        prog="bcikit",
+        description="Brain recordings to trained, honestly evaluated decoders.",
+        epilog="Example: bcikit run pipelines/shallow_fbcsp.toml --set train.epochs=2")
+    p.add_argument("--version", action="version", version=f"bcikit {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what is being done")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a pipeline file end to end into a run folder")
+    r.add_argument("pipeline", nargs="?", help="pipelines/<name>.toml")
+    r.add_argument("--dataset", help="a dataset card (datasets/*.toml) or a BIDS root; "
+                                     "default: the pipeline's built-in simulator")
+    r.add_argument("--out", help="run folder to create (must not exist or be empty)")
+    r.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides [train] device)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=2 (repeatable)")
+    r.add_argument("--resume", metavar="DIR", help="continue an interrupted run folder")
+    r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: only on a terminal)")
+
+    i = sub.add_parser("info", help="what a recording file or BIDS root holds")
+    i.add_argument("path")
+
+    d = sub.add_parser("datasets", help="list the dataset cards")
+    d.add_argument("directory", nargs="?", default=None,
+                   help="folder of cards (default: ./datasets, else the packaged cards)")
+
+    s = sub.add_parser("simulate", help="write simulated motor-imagery recordings to disk")
+    s.add_argument("out", help="output folder")
+    s.add_argument("--format", default="edf", choices=["edf", "brainvision", "fif"])
+    s.add_argument("--bids", action="store_true", help="write a BIDS tree")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KNOB=VALUE",
+                   help="simulator knob, e.g. --set n_subjects=2 (see bcikit.simulate)")
+    return p
+
+
+def _cmd_run(args) -> int:
+    from .pipeline import run_pipeline
+
+    if args.pipeline is None and args.resume is None:
+        raise ValueError("bcikit run needs a pipeline file (or --resume DIR).")
+    result = run_pipeline(args.pipeline, dataset=args.dataset, out=args.out, device=args.device,
+                          overrides=args.overrides, resume=args.resume, verbose=args.progress)
+    summary = result.metrics["summary"]
+    print(f"run folder: {result.run_dir}")
+    for name, s in summary.items():
+        print(f"  test {name}: {s['mean']:.3f} ± {s['std_over_seeds']:.3f} "
+              f"(over {len(s['per_seed'])} seed(s))")
+    print(f"  chance: {result.metrics['chance_level']:.3f} "
+          f"(p<0.05 threshold {result.metrics['chance_threshold_p05']:.3f})")
+    print(f"  report: {result.run_dir / 'report.md'}")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from .io import describe
+
+    print(describe(args.path))
+    return 0
+
+
+def _default_cards_dir() -> Path:
+    here = Path.cwd() / "datasets"
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[1] / "datasets"
+
+
+def _cmd_datasets(args) -> int:
+    from .io.cards import list_cards
+
+    directory = Path(args.directory) if args.directory else _default_cards_dir()
+    cards = list_cards(directory)
+    if not cards:
+        print(f"No dataset cards in {directory}.")
+        return 0
+    for card in cards:
+        print(card.summary() if hasattr(card, "summary") else str(card))
+    return 0
+
+
+def _cmd_simulate(args) -> int:
+    from .config import parse_override
+    from .simulate import simulate_to_disk
+
+    knobs = {}
+    for text in args.overrides:
+        key, value = parse_override(text)
+        knobs[".".join(key)] = value
+    paths = simulate_to_disk(args.out, fmt=args.format, bids=args.bids, **knobs)
+    print(f"wrote {len(paths)} recording(s) under {args.out}")
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "info": _cmd_info, "datasets": _cmd_datasets,
+            "simulate": _cmd_simulate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``bcikit`` command; returns the exit status."""
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.verbose:
+        from .utils import set_log_level
+
+        set_log_level(True)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError) as err:
+        if os.environ.get("BCIKIT_DEBUG"):
+            raise
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"bcikit {args.command}: error: {msg}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume RUN_FOLDER", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

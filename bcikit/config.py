@@ -1,0 +1,380 @@
+"""Validated pipeline configuration (``pipelines/*.toml``).
+
+A pipeline file is data: it is read once, checked field by field, and turned into a typed
+:class:`PipelineConfig`. Every error names the file, the ``[section] field``, what was expected and
+what came in, e.g.::
+
+    pipelines/shallow.toml: [train] epochs must be an integer >= 1; got -3.
+
+Sections
+--------
+``[pipeline]``   name, description
+``[data]``       simulator (the built-in data used when no dataset is given), ``[data.simulate]``
+                 knobs for it, task (dataset-card task), classes (subset and order of labels),
+                 subjects, window ([tmin, tmax] crop in seconds relative to the trial start)
+``[preprocess]`` bandpass ([low, high] Hz), resample (Hz), alignment ("none" | "euclidean"),
+                 scale ("none" | "channel"); all fitted on training data only
+``[model]``      name (a braindecode model, a bcikit model or a classical baseline), ``[model.params]``
+``[train]``      epochs, batch_size, lr, optimizer, weight_decay, scheduler, patience, monitor,
+                 device, precision, keep_on_device, grad_clip
+``[evaluate]``   protocol, ``[evaluate.params]`` (protocol options), seeds, metrics
+``[output]``     dir (parent of run folders), checkpoint (save the trained model)
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SIMULATORS = ("motor_imagery",)
+PROTOCOL_NAMES = ("chronological", "chronological_kfold", "kfold", "leave_one_run_out",
+                  "cross_session", "leave_one_subject_out")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("none", "cosine")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MONITORS = ("val_loss", "val_accuracy")
+ALIGNMENTS = ("none", "euclidean")
+SCALES = ("none", "channel")
+METRICS = ("accuracy", "balanced_accuracy", "cohen_kappa", "f1_macro", "roc_auc")
+
+
+class ConfigError(ValueError):
+    """A pipeline or dataset file holds a wrong type or value (names the file and the field)."""
+
+
+# --------------------------------------------------------------------------- field checkers
+def _describe(value: Any) -> str:
+    return f"{value!r}" if not isinstance(value, str) else f"'{value}'"
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def int_at_least(low: int):
+    def check(v):
+        return (_is_int(v) and v >= low), f"an integer >= {low}"
+    return check
+
+
+def num_above(low: float, *, inclusive: bool = False):
+    def check(v):
+        ok = _is_num(v) and (v >= low if inclusive else v > low)
+        return ok, f"a number {'>=' if inclusive else '>'} {low}"
+    return check
+
+
+def one_of(options):
+    def check(v):
+        return v in options, "one of {" + ", ".join(repr(o) for o in options) + "}"
+    return check
+
+
+def optional(check_fn):
+    def check(v):
+        if v is None:
+            return True, ""
+        ok, what = check_fn(v)
+        return ok, what + " (or omitted)"
+    return check
+
+
+def is_str(v):
+    return isinstance(v, str), "a string"
+
+
+def is_bool(v):
+    return isinstance(v, bool), "true or false"
+
+
+def is_table(v):
+    return isinstance(v, dict), "a table"
+
+
+def band(v):
+    ok = (isinstance(v, list) and len(v) == 2 and all(_is_num(x) for x in v) and 0 <= v[0] < v[1])
+    return ok, "a pair [low, high] of numbers with 0 <= low < high (Hz)"
+
+
+def window(v):
+    ok = isinstance(v, list) and len(v) == 2 and all(_is_num(x) for x in v) and v[0] < v[1]
+    return ok, "a pair [tmin, tmax] of numbers with tmin < tmax (seconds)"
+
+
+def list_of_str(v):
+    return isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"
+
+
+def list_of_int(v):
+    return (isinstance(v, list) and len(v) > 0 and all(_is_int(x) for x in v)), \
+        "a non-empty list of integers"
+
+
+def metric_list(v):
+    ok = isinstance(v, list) and len(v) > 0 and all(x in METRICS for x in v)
+    return ok, "a non-empty list drawn from {" + ", ".join(repr(m) for m in METRICS) + "}"
+
+
+def device_str(v):
+    ok = isinstance(v, str) and (v in ("auto", "cpu", "cuda", "mps") or
+                                 (v.startswith("cuda:") and v[5:].isdigit()))
+    return ok, "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+
+
+def keep_on_device(v):
+    return v in ("auto", True, False), "'auto', true or false"
+
+
+def F(check, default: Any = None, *, required: bool = False):  # noqa: N802 - reads like a schema
+    """A schema field: ``check(value) -> (ok, what was expected)``."""
+    return field(default_factory=lambda: copy.deepcopy(default),
+                 metadata={"check": check, "required": required})
+
+
+# --------------------------------------------------------------------------- sections
+@dataclass
+class PipelineSection:
+    name: str = F(is_str, required=True)
+    description: str = F(is_str, "")
+
+
+@dataclass
+class DataSection:
+    simulator: str = F(one_of(SIMULATORS), "motor_imagery")
+    simulate: dict = F(is_table, {})
+    task: str | None = F(optional(is_str))
+    classes: list | None = F(optional(list_of_str))
+    subjects: list | None = F(optional(list_of_str))
+    window: list | None = F(optional(window))
+
+
+@dataclass
+class PreprocessSection:
+    bandpass: list | None = F(optional(band))
+    resample: float | None = F(optional(num_above(0)))
+    alignment: str = F(one_of(ALIGNMENTS), "none")
+    scale: str = F(one_of(SCALES), "none")
+
+
+@dataclass
+class ModelSection:
+    name: str = F(is_str, required=True)
+    params: dict = F(is_table, {})
+
+
+@dataclass
+class TrainSection:
+    epochs: int = F(int_at_least(1), 100)
+    batch_size: int = F(int_at_least(1), 64)
+    lr: float = F(num_above(0), 1e-3)
+    optimizer: str = F(one_of(OPTIMIZERS), "adamw")
+    weight_decay: float = F(num_above(0, inclusive=True), 0.0)
+    scheduler: str = F(one_of(SCHEDULERS), "none")
+    patience: int | None = F(optional(int_at_least(1)))
+    monitor: str = F(one_of(MONITORS), "val_loss")
+    device: str = F(device_str, "auto")
+    precision: str = F(one_of(PRECISIONS), "auto")
+    keep_on_device: Any = F(keep_on_device, "auto")
+    grad_clip: float | None = F(optional(num_above(0)))
+
+
+@dataclass
+class EvaluateSection:
+    protocol: str = F(one_of(PROTOCOL_NAMES), "chronological")
+    params: dict = F(is_table, {})
+    seeds: list = F(list_of_int, [0])
+    metrics: list = F(metric_list, ["accuracy", "balanced_accuracy", "cohen_kappa"])
+
+
+@dataclass
+class OutputSection:
+    dir: str = F(is_str, "runs")
+    checkpoint: bool = F(is_bool, True)
+
+
+SECTIONS: dict[str, type] = {
+    "pipeline": PipelineSection,
+    "data": DataSection,
+    "preprocess": PreprocessSection,
+    "model": ModelSection,
+    "train": TrainSection,
+    "evaluate": EvaluateSection,
+    "output": OutputSection,
+}
+REQUIRED_SECTIONS = ("pipeline", "model")
+
+
+@dataclass
+class PipelineConfig:
+    """A validated pipeline file. ``source`` is the file it came from (for messages)."""
+
+    pipeline: PipelineSection
+    data: DataSection
+    preprocess: PreprocessSection
+    model: ModelSection
+    train: TrainSection
+    evaluate: EvaluateSection
+    output: OutputSection
+    source: str = "<dict>"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("source")
+        return d
+
+    def to_toml(self) -> str:
+        """The resolved configuration as TOML (written into every run folder)."""
+        return dump_toml(self.to_dict())
+
+
+def _suggest(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _build_section(cls, raw: Any, section: str, source: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [{section}] must be a table; got {_describe(raw)}.")
+    names = {f.name for f in fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"{source}: [{section}] has an unknown field {key!r}."
+                              f"{_suggest(key, names)} Allowed: {sorted(names)}.")
+    values = {}
+    for f in fields(cls):
+        check, required = f.metadata["check"], f.metadata["required"]
+        if f.name not in raw:
+            if required:
+                raise ConfigError(f"{source}: [{section}] {f.name} is required.")
+            continue
+        value = raw[f.name]
+        if isinstance(value, int) and not isinstance(value, bool) and "float" in str(f.type):
+            value = float(value)
+        ok, what = check(value)
+        if not ok:
+            raise ConfigError(f"{source}: [{section}] {f.name} must be {what}; "
+                              f"got {_describe(value)}.")
+        values[f.name] = value
+    return cls(**values)
+
+
+def validate_config(raw: dict, *, source: str = "<dict>") -> PipelineConfig:
+    """Check a raw mapping (as read from TOML) and return a :class:`PipelineConfig`.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``source``, the section and the field, what was expected and what came in.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a pipeline file must be a TOML table; got {type(raw).__name__}.")
+    for key in raw:
+        if key not in SECTIONS:
+            raise ConfigError(f"{source}: unknown section [{key}].{_suggest(key, SECTIONS)} "
+                              f"Allowed: {list(SECTIONS)}.")
+    for sec in REQUIRED_SECTIONS:
+        if sec not in raw:
+            raise ConfigError(f"{source}: the section [{sec}] is required.")
+    parts = {name: _build_section(cls, raw.get(name, {}), name, source)
+             for name, cls in SECTIONS.items()}
+    cfg = PipelineConfig(**parts, source=source)
+    if cfg.train.patience is not None and cfg.train.patience >= cfg.train.epochs + 1:
+        pass  # allowed: early stopping simply never triggers
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``section.field=value`` (value in TOML syntax; bare words are strings)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value (e.g. train.epochs=2); got {text!r}.")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set key {key!r} is not of the form section.field.")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
+    """Return a copy of ``raw`` with ``--set`` overrides applied (``a.b.c=value``)."""
+    raw = copy.deepcopy(raw)
+    for text in overrides or []:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text!r}: {part!r} is not a table.")
+        node[path[-1]] = value
+    return raw
+
+
+def read_toml(path: str | os.PathLike) -> dict:
+    """Read a TOML file; syntax errors name the file and the line."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"The pipeline file {str(path)!r} does not exist.")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err}).") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (TOML must be UTF-8).") from None
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read, override and validate a pipeline file.
+
+    Examples
+    --------
+    >>> cfg = load_config("pipelines/shallow_fbcsp.toml", ["train.epochs=2"])  # doctest: +SKIP
+    >>> cfg.train.epochs  # doctest: +SKIP
+    2
+    """
+    raw = apply_overrides(read_toml(path), overrides)
+    return validate_config(raw, source=str(path))
+
+
+# --------------------------------------------------------------------------- TOML writing
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def dump_toml(data: dict, _prefix: str = "") -> str:
+    """Minimal TOML writer for configuration dicts (None values are omitted)."""
+    lines, tables = [], []
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    out = "\n".join(lines)
+    for key, value in tables:
+        name = f"{_prefix}{key}"
+        body = dump_toml(value, name + ".")
+        out += ("\n\n" if out else "") + f"[{name}]" + ("\n" + body if body else "")
+    return out.strip() + "\n" if not _prefix else out

@@ -1,0 +1,107 @@
+"""Models: every network takes the braindecode signature.
+
+``get_model(name, n_chans=..., n_outputs=..., n_times=..., sfreq=..., chs_info=...)`` builds
+
+* a bcikit model registered with :func:`register_model` (the method pipelines' networks),
+* any braindecode model by class name (``ShallowFBCSPNet``, ``EEGNet``, ``EEGConformer``, ``IFNet`` ...),
+* a classical baseline (``csp_lda``, ``ts_lr``): a scikit-learn pipeline on ``(n, C, T)`` arrays.
+
+Torch and braindecode are imported only when a network is asked for.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+_REGISTRY: dict[str, Callable[..., Any]] = {}
+CLASSICAL = ("csp_lda", "ts_lr")
+SIGNAL_PARAMS = ("n_chans", "n_outputs", "n_times", "sfreq", "chs_info")
+
+
+def register_model(name: str):
+    """Class decorator: make a bcikit model available to :func:`get_model` and pipeline files."""
+    def deco(cls):
+        _REGISTRY[name] = cls
+        return cls
+    return deco
+
+
+def is_classical(name: str) -> bool:
+    """True for the scikit-learn baselines (no Trainer, no epochs)."""
+    return name in CLASSICAL
+
+
+def _braindecode_class(name: str):
+    import braindecode.models as bm
+
+    cls = getattr(bm, name, None)
+    if cls is None or not inspect.isclass(cls):
+        return None
+    return cls
+
+
+def available_models() -> list[str]:
+    """Names accepted by :func:`get_model` (bcikit, classical, then braindecode models)."""
+    import braindecode.models as bm
+    import torch
+
+    bd = sorted(n for n, c in vars(bm).items()
+                if inspect.isclass(c) and issubclass(c, torch.nn.Module) and n[0].isupper()
+                and "n_outputs" in inspect.signature(c).parameters)
+    return sorted(_REGISTRY) + list(CLASSICAL) + bd
+
+
+def get_model(name: str, *, n_chans: int | None = None, n_outputs: int | None = None,
+              n_times: int | None = None, sfreq: float | None = None, chs_info=None,
+              **params) -> Any:
+    """Build the model called ``name`` for data of the given shape.
+
+    Parameters
+    ----------
+    name : str
+        A registered bcikit model, ``"csp_lda"``/``"ts_lr"``, or a braindecode model class name.
+    n_chans, n_outputs, n_times, sfreq, chs_info
+        The braindecode signal parameters; passed on when the model accepts them.
+    **params
+        Model hyperparameters (``[model.params]`` of a pipeline file).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (listing close matches) or a parameter the model does not take.
+    """
+    if is_classical(name):
+        from .baselines import make_baseline
+
+        return make_baseline(name, **params)
+    cls = _REGISTRY.get(name) or _braindecode_class(name)
+    if cls is None:
+        import difflib
+
+        close = difflib.get_close_matches(name, available_models(), n=3)
+        hint = f" Close matches: {close}." if close else ""
+        raise ValueError(f"Unknown model {name!r}.{hint} See bcikit.models.available_models().")
+    sig = inspect.signature(cls)
+    accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    for key in params:
+        if key not in sig.parameters and not accepts_kwargs:
+            raise ValueError(f"The model {name!r} has no parameter {key!r}. "
+                             f"It takes: {[p for p in sig.parameters if p != 'self']}.")
+        if key in SIGNAL_PARAMS:
+            raise ValueError(f"[model.params] must not set {key!r}: it comes from the data.")
+    signal = dict(n_chans=n_chans, n_outputs=n_outputs, n_times=n_times, sfreq=sfreq,
+                  chs_info=chs_info)
+    kwargs = {k: v for k, v in signal.items()
+              if v is not None and (k in sig.parameters or accepts_kwargs)}
+    return cls(**kwargs, **params)
+
+
+def count_parameters(model, *, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters of a torch module."""
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only))
+
+
+__all__ = ["register_model", "get_model", "available_models", "is_classical", "count_parameters",
+           "CLASSICAL"]

@@ -1,0 +1,36 @@
+"""Ground-truth simulators: the embedded default data of the pipelines.
+
+``bcikit.simulate`` imports MNE only when a simulator is used (and never torch).
+
+- :func:`make_motor_imagery`: motor-imagery EEG epochs as a :class:`~bcikit.data.TrialSet`.
+- :func:`simulate_mi_raws`: the continuous runs behind them (``mne.io.RawArray`` + ids).
+- :func:`write_recordings`: write runs as EDF / BrainVision / FIF files or a BIDS tree.
+- :func:`simulate_to_disk`: simulate and write in one go (the ``bcikit simulate`` command).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "make_motor_imagery": "motor_imagery",
+    "simulate_mi_raws": "motor_imagery",
+    "resolve_channels": "motor_imagery",
+    "MI_CLASSES": "motor_imagery",
+    "BNCI2014_001_CHANNELS": "motor_imagery",
+    "write_recordings": "write",
+    "simulate_to_disk": "write",
+    "recording_paths": "write",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))

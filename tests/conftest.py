@@ -1,0 +1,35 @@
+"""Shared fixtures: seeds, the real-recordings folder, quiet Flower/MNE."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("MNE_LOGGING_LEVEL", "ERROR")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+REALDATA = Path(os.environ.get("BCIKIT_REALDATA", REPO.parent / "shared" / "realdata"))
+
+
+@pytest.fixture(params=[0, 1], ids=lambda s: f"seed{s}")
+def global_random_seed(request) -> int:
+    """Deterministic yet not tuned to one seed: every test using it runs with two seeds."""
+    return request.param
+
+
+@pytest.fixture
+def rng(global_random_seed) -> np.random.Generator:
+    return np.random.default_rng(global_random_seed)
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """``../shared/realdata`` (or ``$BCIKIT_REALDATA``); the test is skipped when it is absent."""
+    if not REALDATA.is_dir():
+        pytest.skip(f"real recordings not found at {REALDATA} (set BCIKIT_REALDATA)")
+    return REALDATA
