@@ -68,6 +68,8 @@ def _cmd_run(args) -> int:
         raise ValueError("bcikit run needs a pipeline file (or --resume DIR).")
     result = run_pipeline(args.pipeline, dataset=args.dataset, out=args.out, device=args.device,
                           overrides=args.overrides, resume=args.resume, verbose=args.progress)
+    if not result.metrics:  # a non-zero rank under torchrun: rank 0 reports
+        return 0
     summary = result.metrics["summary"]
     print(f"run folder: {result.run_dir}")
     for name, s in summary.items():

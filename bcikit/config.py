@@ -11,9 +11,12 @@ Sections
 ``[pipeline]``   name, description
 ``[data]``       simulator (the built-in data used when no dataset is given), ``[data.simulate]``
                  knobs for it, task (dataset-card task), classes (subset and order of labels),
-                 subjects, window ([tmin, tmax] crop in seconds relative to the trial start)
-``[preprocess]`` bandpass ([low, high] Hz), resample (Hz), alignment ("none" | "euclidean"),
-                 scale ("none" | "channel"); all fitted on training data only
+                 subjects, window ([tmin, tmax] crop in seconds relative to the trial start),
+                 download (let a dataset card fetch missing files; off by default)
+``[preprocess]`` bandpass ([low, high] Hz), resample (Hz), alignment ("none" | "euclidean", per
+                 subject), alignment_test (how a subject unseen in training is aligned:
+                 "causal" running mean in recording order, "transductive" all its trials,
+                 "fit" refuse), scale ("none" | "channel"); all fitted on training data only
 ``[model]``      name (a braindecode model, a bcikit model or a classical baseline), ``[model.params]``
 ``[train]``      epochs, batch_size, lr, optimizer, weight_decay, scheduler, patience, monitor,
                  device, precision, keep_on_device, grad_clip
@@ -39,6 +42,7 @@ SCHEDULERS = ("none", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MONITORS = ("val_loss", "val_accuracy")
 ALIGNMENTS = ("none", "euclidean")
+ALIGNMENT_TEST_MODES = ("causal", "transductive", "fit")
 SCALES = ("none", "channel")
 METRICS = ("accuracy", "balanced_accuracy", "cohen_kappa", "f1_macro", "roc_auc")
 
@@ -155,6 +159,7 @@ class DataSection:
     classes: list | None = F(optional(list_of_str))
     subjects: list | None = F(optional(list_of_str))
     window: list | None = F(optional(window))
+    download: bool = F(is_bool, False)
 
 
 @dataclass
@@ -162,6 +167,7 @@ class PreprocessSection:
     bandpass: list | None = F(optional(band))
     resample: float | None = F(optional(num_above(0)))
     alignment: str = F(one_of(ALIGNMENTS), "none")
+    alignment_test: str = F(one_of(ALIGNMENT_TEST_MODES), "causal")
     scale: str = F(one_of(SCALES), "none")
 
 

@@ -61,7 +61,8 @@ def load_data(cfg: PipelineConfig, dataset: str | Path | None = None, *, verbose
     else:
         from .io import load_dataset
 
-        ts = load_dataset(dataset, task=cfg.data.task, subjects=cfg.data.subjects, verbose=verbose)
+        ts = load_dataset(dataset, task=cfg.data.task, subjects=cfg.data.subjects,
+                          download=cfg.data.download, verbose=verbose)
         source = str(dataset)
     sets = [ts] if isinstance(ts, TrialSet) else list(ts.values())
     sets = [select_classes(s, cfg.data.classes, source=cfg.source) for s in sets]
@@ -106,8 +107,11 @@ def crop_window(ts, tmin: float, tmax: float, *, source: str = "config"):
 # --------------------------------------------------------------------------- one split
 def _preprocess_config(cfg: PipelineConfig) -> dict:
     p = cfg.preprocess
-    return {"bandpass": p.bandpass, "resample": p.resample, "alignment": p.alignment,
-            "scale": p.scale}
+    alignment = None
+    if p.alignment == "euclidean":
+        alignment = {"method": "euclidean", "per": "subject", "test_mode": p.alignment_test}
+    return {"bandpass": p.bandpass, "resample": p.resample, "alignment": alignment,
+            "scale": None if p.scale == "none" else p.scale}
 
 
 def _fit_split(cfg: PipelineConfig, ts, split, seed: int, *, device: str, ckpt_dir: Path | None,
@@ -161,7 +165,8 @@ def _fit_split(cfg: PipelineConfig, ts, split, seed: int, *, device: str, ckpt_d
         out["history"] = pd.DataFrame(trainer.history_)
         out["n_params"] = count_parameters(model)
         out["best_epoch"] = int(getattr(trainer, "best_epoch_", -1))
-        if ckpt_dir is not None:
+        out["device"] = str(trainer.device_)
+        if ckpt_dir is not None and _rank() == 0:
             torch.save(model.state_dict(), Path(ckpt_dir) / "model.pt")
     out.update(pred=np.asarray(pred), proba=None if proba is None else np.asarray(proba),
                y_true=test.y, test_meta=test.meta, n_classes=n_classes,
@@ -170,12 +175,31 @@ def _fit_split(cfg: PipelineConfig, ts, split, seed: int, *, device: str, ckpt_d
     return out
 
 
+def _rank() -> int:
+    """This process's rank under ``torchrun`` (0 when not distributed)."""
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
+def _world_size() -> int:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "split"
 
 
 # --------------------------------------------------------------------------- run
 def _new_run_dir(cfg: PipelineConfig, out: str | Path | None) -> Path:
+    if _world_size() > 1:
+        if out is None:
+            raise ValueError("Under torchrun every process must write to the same run folder: "
+                             "pass --out DIR.")
+        if _rank() != 0:
+            return Path(out)
     if out is not None:
         run_dir = Path(out)
         if run_dir.exists() and any(run_dir.iterdir()):
@@ -241,10 +265,12 @@ def run_pipeline(config: PipelineConfig | str | Path | dict, *, dataset: str | P
         else:
             cfg = load_config(config, overrides)
         run_dir = _new_run_dir(cfg, out)
-        (run_dir / "config.toml").write_text(cfg.to_toml())
         state = {"dataset": None if dataset is None else str(dataset), "device": device,
-                 "started": datetime.now().isoformat(timespec="seconds")}
-        (run_dir / "run.json").write_text(json.dumps(state, indent=1))
+                 "started": datetime.now().isoformat(timespec="seconds"),
+                 "world_size": _world_size()}
+        if _rank() == 0:
+            (run_dir / "config.toml").write_text(cfg.to_toml())
+            (run_dir / "run.json").write_text(json.dumps(state, indent=1))
     device = device or cfg.train.device
 
     from .data.protocols import get_protocol
@@ -257,8 +283,10 @@ def run_pipeline(config: PipelineConfig | str | Path | dict, *, dataset: str | P
     if not jobs:
         raise ValueError(f"{cfg.source}: the protocol {cfg.evaluate.protocol!r} produced no split.")
     splits_dir = run_dir / "splits"
-    splits_dir.mkdir(exist_ok=True)
+    splits_dir.mkdir(parents=True, exist_ok=True)
+    writer = _rank() == 0  # under torchrun, rank 0 alone writes files
     rows, histories, predictions = [], [], []
+    used_device = device
     cm_total = None
     n_params = None
     bar = progress(jobs, desc=f"{cfg.pipeline.name}", verbose=verbose)
@@ -272,7 +300,7 @@ def run_pipeline(config: PipelineConfig | str | Path | dict, *, dataset: str | P
                 if (splits_dir / f"{tag}_history.csv").exists() else None
         else:
             ckpt = run_dir / "checkpoints" / tag if cfg.output.checkpoint else None
-            if ckpt is not None:
+            if ckpt is not None and writer:
                 ckpt.mkdir(parents=True, exist_ok=True)
             fitted = _fit_split(cfg, ts, split, seed, device=device, ckpt_dir=ckpt,
                                 verbose=False if verbose is None else verbose)
@@ -283,13 +311,14 @@ def run_pipeline(config: PipelineConfig | str | Path | dict, *, dataset: str | P
                    "n_classes": fitted["n_classes"], "n_train": fitted["n_train"],
                    "n_valid": fitted["n_valid"], "n_test": fitted["n_test"],
                    "fit_seconds": fitted["fit_seconds"], "n_params": fitted["n_params"],
-                   "best_epoch": fitted.get("best_epoch")}
+                   "best_epoch": fitted.get("best_epoch"), "device": fitted.get("device", "cpu")}
             hist = fitted["history"]
-            if hist is not None:
-                hist.to_csv(splits_dir / f"{tag}_history.csv", index=False)
-            tmp = done_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(res))
-            tmp.replace(done_file)
+            if writer:
+                if hist is not None:
+                    hist.to_csv(splits_dir / f"{tag}_history.csv", index=False)
+                tmp = done_file.with_suffix(".tmp")
+                tmp.write_text(json.dumps(res))
+                tmp.replace(done_file)
             res["y_true"], res["pred"] = np.asarray(res["y_true"]), np.asarray(res["pred"])
         from .evaluate import classification_metrics, confusion
 
@@ -302,6 +331,7 @@ def run_pipeline(config: PipelineConfig | str | Path | dict, *, dataset: str | P
         cm = confusion(res["y_true"], res["pred"], res["n_classes"])
         cm_total = cm if cm_total is None else cm_total + cm
         n_params = res.get("n_params") or n_params
+        used_device = res.get("device", device)
         if hist is not None:
             hist = hist.copy()
             hist.insert(0, "split", f"seed{seed}/{split.name}")
@@ -312,8 +342,10 @@ def run_pipeline(config: PipelineConfig | str | Path | dict, *, dataset: str | P
         bar.set_postfix(acc=f"{rows[-1].get('accuracy', float('nan')):.2f}")
     scores = pd.DataFrame(rows)
     classes = sets[0].classes or [str(k) for k in range(cm_total.shape[0])]
+    if not writer:
+        return RunResult(run_dir, {}, scores)
     metrics = _write_outputs(run_dir, cfg, sets, source, protocol, scores, histories, predictions,
-                             cm_total, classes, n_params, device, time.perf_counter() - t_start)
+                             cm_total, classes, n_params, used_device, time.perf_counter() - t_start)
     return RunResult(run_dir, metrics, scores)
 
 

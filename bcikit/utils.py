@@ -148,6 +148,17 @@ def _is_interactive() -> bool:
         return False
 
 
+def _in_notebook() -> bool:
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+    except Exception:  # pragma: no cover - IPython half-imported
+        return False
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str | None = None,
              verbose: bool | None = None, leave: bool = False, **kwargs):
     """One progress bar for all long loops, built on ``tqdm.auto``.
@@ -158,7 +169,7 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
     from tqdm.auto import tqdm
 
     if verbose is None:
-        disable = not (_is_interactive() or "ipykernel" in sys.modules)
+        disable = not (_is_interactive() or _in_notebook())
     else:
         disable = not verbose
     return tqdm(iterable, total=total, desc=desc, disable=disable, leave=leave, **kwargs)

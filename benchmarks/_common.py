@@ -199,7 +199,8 @@ def _git_commit() -> str | None:
                              text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and commit else None
 
 
 def environment(packages: tuple[str, ...] = ("bcikit-neuro", "numpy", "scipy", "pandas", "mne",
@@ -249,6 +250,9 @@ def write_json(path: str | os.PathLike, payload: dict[str, Any], *, overwrite: b
         with os.fdopen(fd, "w") as fid:
             json.dump(payload, fid, indent=1, default=_json_default)
             fid.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; results are for sharing
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

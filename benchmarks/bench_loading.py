@@ -36,6 +36,7 @@ Usage::
     python benchmarks/bench_loading.py [--repeats N] [--warmup N] [--tasks A B]
                                       [--out benchmarks/results/loading.json] [--overwrite]
                                       [--update-readme]
+    python benchmarks/bench_loading.py --table-from benchmarks/results/loading.json [--update-readme]
 
 Exit status 2 with a message when the real-data folder is absent. Speed is never asserted:
 this is a measurement script, not a test.
@@ -44,6 +45,7 @@ this is a measurement script, not a test.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -91,7 +93,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     p.add_argument("--update-readme", action="store_true",
                    help="rewrite the results table in benchmarks/README.md")
+    p.add_argument("--table-from", type=Path, default=None, metavar="JSON",
+                   help="measure nothing: print the tables of an existing results file (and "
+                        "with --update-readme put them into benchmarks/README.md)")
     args = p.parse_args(argv)
+    if args.table_from is not None:
+        if not args.table_from.is_file():
+            p.error(f"--table-from: {str(args.table_from)!r} does not exist")
+        return args
     if args.repeats < 1:
         p.error(f"--repeats must be at least 1; got {args.repeats}")
     if args.warmup < 0:
@@ -311,6 +320,10 @@ def _fmt(v: float | None, digits: int = 2) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
+def _sci(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1e}"
+
+
 def markdown(results: dict[str, Any]) -> str:
     env = results["environment"]
     lines = [f"Measured {env['date_utc']} on {env['cpu_count']} CPU(s) "
@@ -318,7 +331,13 @@ def markdown(results: dict[str, Any]) -> str:
              f"), {results['settings']['repeats']} repeats (median), "
              f"bcikit {env['versions'].get('bcikit-neuro')}, mne {env['versions'].get('mne')}, "
              f"moabb {env['versions'].get('moabb')}, "
-             f"braindecode {env['versions'].get('braindecode')}.", ""]
+             f"braindecode {env['versions'].get('braindecode')}."]
+    load = env.get("load_average_1_5_15")
+    if load and env.get("cpu_count") and load[0] > 0.75 * env["cpu_count"]:
+        lines.append("**The machine was busy during this run (1-minute load average above "
+                     "three quarters of the CPU count): treat these numbers as provisional and "
+                     "re-run on a quiet machine.**")
+    lines.append("")
     rows = []
     for task, r in results["tasks"].items():
         c = r["cases"]
@@ -346,10 +365,10 @@ def markdown(results: dict[str, Any]) -> str:
         for ref in ("moabb", "braindecode"):
             d = ch[ref]
             crows.append([task, ref, f"{ch['n_trials']['bcikit']} / {ch['n_trials'][ref]}",
-                          str(d.get("same_labels")), _fmt(d.get("max_abs_diff_uV"), 4),
+                          str(d.get("same_labels")), _sci(d.get("max_abs_diff_uV")),
                           _fmt(d.get("correlation"), 6), str(d.get("allclose_float32"))])
     lines.append(C.format_table(crows, ["task", "reference", "trials (bcikit / ref)",
-                                        "same labels", "max |diff| (uV)", "correlation",
+                                        "same labels", "max abs diff (uV)", "correlation",
                                         "allclose"]))
     lines += ["", f"Network connection attempts during the run: "
                   f"{len(results['settings']['network_attempts'])}."]
@@ -370,6 +389,13 @@ def update_readme(table: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.table_from is not None:
+        table = markdown(json.loads(args.table_from.read_text()))
+        print(table)
+        if args.update_readme:
+            update_readme(table)
+            print(f"updated {README}")
+        return 0
     runs_needed = sorted({r for t in args.tasks for r in (
         ([4, 8, 12] if MOABB_TASKS[t]["hand_runs"] else [])
         + ([6, 10, 14] if MOABB_TASKS[t]["feet_runs"] else []))})

@@ -9,9 +9,17 @@ import pytest
 from scipy.stats import binom
 from sklearn.base import clone
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from threadpoolctl import threadpool_limits
 
 from bcikit.data import TrialSet, apply_split, get_protocol
 from bcikit.models.baselines import BASELINES, make_baseline, make_csp_lda, make_tangent_space_lr
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    """The machine is shared: BLAS threads fighting over 2 cores make these tests 5x slower."""
+    with threadpool_limits(1):
+        yield
 
 
 def make_band_power_data(rng, *, n_per_class=60, n_chans=8, n_times=128) -> TrialSet:

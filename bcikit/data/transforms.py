@@ -37,6 +37,11 @@ __all__ = ["Transform", "BandPass", "Resample", "EuclideanAlignment", "ChannelSc
 
 
 # ---------------------------------------------------------------------------------------- leak guard
+
+def _mne_verbose(verbose):
+    """MNE's verbosity for a transform: quiet ("error") unless the user asked for more."""
+    return "error" if verbose is None else verbose
+
 class DataLeakError(ValueError):
     """A test trial reached the ``fit`` of a transform."""
 
@@ -244,7 +249,7 @@ class BandPass(Transform):
         self.sfreq_ = sfreq
 
     def _mne_kwargs(self) -> dict:
-        kw: dict[str, Any] = dict(method=self.method, phase="zero", verbose=self.verbose)
+        kw: dict[str, Any] = dict(method=self.method, phase="zero", verbose=_mne_verbose(self.verbose))
         if self.method == "iir":
             kw["iir_params"] = (dict(order=4, ftype="butter", output="sos")
                                 if self.iir_params is None else dict(self.iir_params))
@@ -314,7 +319,7 @@ class Resample(Transform):
         if old == self.sfreq:
             return _new(ts, np.array(ts.X, dtype=np.float32))
         X = mne.filter.resample(np.asarray(ts.X, dtype=np.float64), up=float(self.sfreq),
-                                down=old, method=self.method, verbose=self.verbose)
+                                down=old, method=self.method, verbose=_mne_verbose(self.verbose))
         info = ts.info.copy()
         with info._unlock():
             info["sfreq"] = float(self.sfreq)

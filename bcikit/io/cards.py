@@ -31,8 +31,9 @@ Card schema
     ``sessions`` (list): values of ``{session}``; required when the pattern uses it.
     ``fetcher`` (str, optional): ``"mne.eegbci"`` (PhysioNet EEG Motor Movement/Imagery through
     :func:`mne.datasets.eegbci.load_data`) or ``"moabb:<DatasetClass>"`` (read through that MOABB
-    dataset object). A fetcher downloads only when files are missing **and** the caller passed
-    ``download=True``; with the files present the network is never used.
+    dataset object; windows count from each trial's start, as MOABB's ``interval`` does). A
+    fetcher downloads only when files are missing **and** the caller passed ``download=True``;
+    with the files present the network is never used.
 
 ``[channels]`` (optional)
     ``type`` (str): channel type to keep (``"eeg"`` default for EEG cards; ``"seeg"``/``"ecog"``
@@ -283,6 +284,14 @@ class DatasetCard:
     def __repr__(self) -> str:
         return (f"<DatasetCard {self.name!r} ({self.modality}) from {str(self.path)!r}, "
                 f"{len(self.subjects)} subject(s), tasks {sorted(self.tasks)}>")
+
+    def summary(self) -> str:
+        """One line for listings (``bcikit datasets``): name, modality, subjects, tasks, licence,
+        file."""
+        tasks = ", ".join(f"{n}*" if n == self.default_task else n for n in self.tasks)
+        licence = f"; licence: {self.licence}" if self.licence else ""
+        return (f"{self.name} ({self.modality}, {len(self.subjects)} subject(s); tasks: {tasks}"
+                f"{licence}) [{self.path}]")
 
     # -------------------------------------------------------------------------- resolution
     def _err(self, table: str, message: str) -> str:
@@ -572,6 +581,7 @@ class DatasetCard:
         found: dict[int, set] = {}
         counts: dict[int, int] = {}
         event_id = dict(getattr(dataset, "event_id", {}) or {})
+        interval = getattr(dataset, "interval", None)
         for subject in subjects:
             if not isinstance(subject, int):
                 raise ValueError(self._err("files", f"MOABB subjects are integers; got "
@@ -580,7 +590,7 @@ class DatasetCard:
             sessions = data[subject] if subject in data else data[str(subject)]
             for session, runs in sessions.items():
                 for run, raw in runs.items():
-                    raw = _with_moabb_annotations(raw, event_id)
+                    raw = _with_moabb_annotations(raw, event_id, interval)
                     self._prepare_raw(raw)
                     for gi, group in enumerate(spec.groups):
                         if group.runs is not None and not any(_same_id(r, run)
@@ -797,25 +807,42 @@ def _moabb_get_data(dataset, subject: int, *, local: bool) -> dict:
             os.environ[key] = before
 
 
-def _with_moabb_annotations(raw, event_id: Mapping[str, int]):
-    """MOABB raws carry events on a stim channel; name them after ``event_id`` as annotations
-    (kept when the raw already has annotations with those names)."""
-    import mne
+def _with_moabb_annotations(raw, event_id: Mapping[str, int], interval: Sequence[float] | None):
+    """Annotate each trial's start with its class name, as the card's window expects.
 
+    MOABB's ``get_data`` annotates the events shifted to the start of the dataset's
+    ``interval`` (e.g. the cue, 2 s into a BNCI 2014-001 trial). Cards, like MOABB's interval,
+    count the window from the trial start, so the annotations are rebuilt from the stim channel
+    (or shifted back by ``interval[0]`` when there is no stim channel). Other annotations (e.g.
+    ``BAD_artifact``) are kept.
+    """
+    import mne
+    import numpy as np
+
+    if not event_id:
+        return raw
     names = set(event_id)
-    if names & set(raw.annotations.description) or not event_id:
+    ann = raw.annotations
+    others = [i for i, d in enumerate(ann.description) if str(d) not in names]
+    ours = [i for i, d in enumerate(ann.description) if str(d) in names]
+    if len(mne.pick_types(raw.info, meg=False, stim=True)):
+        events = mne.find_events(raw, shortest_event=1, initial_event=True, verbose="error")
+        inv = {int(code): name for name, codes in event_id.items()
+               for code in (codes if isinstance(codes, (list, tuple)) else [codes])}
+        events = events[[int(c) in inv for c in events[:, 2]]]
+        if not len(events):
+            return raw
+        starts = mne.annotations_from_events(events, raw.info["sfreq"], event_desc=inv,
+                                             first_samp=raw.first_samp,
+                                             orig_time=ann.orig_time, verbose="error")
+    elif ours:
+        shift = float(interval[0]) if interval else 0.0
+        starts = mne.Annotations(np.asarray(ann.onset)[ours] - shift,
+                                 np.zeros(len(ours)), np.asarray(ann.description)[ours],
+                                 orig_time=ann.orig_time)
+    else:
         return raw
-    if not len(mne.pick_types(raw.info, meg=False, stim=True)):
-        return raw
-    events = mne.find_events(raw, shortest_event=1, initial_event=True, verbose="error")
-    inv = {v: k for k, v in event_id.items()}
-    events = events[[c in inv for c in events[:, 2]]]
-    if not len(events):
-        return raw
-    ann = mne.annotations_from_events(events, raw.info["sfreq"], event_desc=inv,
-                                      first_samp=raw.first_samp,
-                                      orig_time=raw.annotations.orig_time, verbose="error")
-    raw.set_annotations(raw.annotations + ann, verbose="error")
+    raw.set_annotations(ann[others] + starts if others else starts, verbose="error")
     return raw
 
 

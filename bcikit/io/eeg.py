@@ -196,9 +196,24 @@ def read_raw_file(path: str | os.PathLike, *, preload: bool = True,
             UnicodeDecodeError, OverflowError) as err:
         raise ValueError(f"{str(path)!r}: MNE could not read this {SUPPORTED_EXTENSIONS[ext]} "
                          f"file ({type(err).__name__}: {err})") from err
+    if ext == ".vhdr":
+        _strip_comment_prefix(raw)
     if preload:
         _check_finite(raw, path)
     return raw
+
+
+def _strip_comment_prefix(raw) -> None:
+    """MNE reads a BrainVision ``Comment`` marker ``left`` as ``'Comment/left'``; MNE's export
+    writes plain annotations as such markers, so drop that prefix to give back the written
+    description (``Stimulus/``/``Response/`` prefixes are kept: they carry the marker type)."""
+    desc = raw.annotations.description
+    if not any(str(d).startswith("Comment/") for d in desc):
+        return
+    new = [str(d)[len("Comment/"):] if str(d).startswith("Comment/") else str(d) for d in desc]
+    ann = raw.annotations
+    raw.set_annotations(type(ann)(ann.onset, ann.duration, new, orig_time=ann.orig_time,
+                                  ch_names=ann.ch_names), verbose="error")
 
 
 def _is_ieeg(path: Path, ch_type: str | None) -> bool:
@@ -223,7 +238,9 @@ def read_raw(path: str | os.PathLike, *, preload: bool = True, ch_type: str | No
     ----------
     path : path-like
         ``.edf``, ``.bdf``, ``.gdf`` (EDF/BDF/GDF), ``.vhdr`` (BrainVision), ``.fif`` /
-        ``.fif.gz`` (MNE FIF) or ``.set`` (EEGLAB).
+        ``.fif.gz`` (MNE FIF) or ``.set`` (EEGLAB). BrainVision ``Comment`` markers lose MNE's
+        ``'Comment/'`` prefix, so annotations written by :func:`mne.export.export_raw` read back
+        unchanged.
     preload : bool
         Load the samples into memory. Only preloaded recordings are checked for NaN/inf samples
         here; :func:`epochs_from_raw` checks the trials it cuts either way.
@@ -459,7 +476,7 @@ def _collect_events(raw, keys: list[str], verbose) -> tuple[np.ndarray, list[str
 def _drop_reason(entry: tuple) -> str:
     if not entry:
         return ""
-    if "NO_DATA" in entry:
+    if "NO_DATA" in entry or "TOO_SHORT" in entry:
         return "the window runs past the recording"
     return "overlaps annotation(s) " + ", ".join(sorted(set(entry)))
 
@@ -469,7 +486,8 @@ def _picked_info(raw, picks):
     import mne
 
     probe = mne.Epochs(raw, np.array([[raw.first_samp, 0, 1]]), tmin=0.0, tmax=0.0,
-                       baseline=None, picks=picks, preload=False, proj=False,
+                       baseline=None, picks="data" if picks is None else picks, preload=False,
+                       proj=False,
                        reject_by_annotation=False, on_outside="ignore", verbose="error")
     return probe.info.copy()
 
@@ -538,7 +556,7 @@ def _epochs_from_raw(raw, *, event_map: Mapping[str, str], tmin: float, tmax: fl
 
     event_id = {k: i + 1 for i, k in enumerate(keys) if k in present}
     epochs = mne.Epochs(raw, events, event_id=event_id, tmin=tmin, tmax=tmin + n_times / sfreq,
-                        baseline=baseline, picks=picks, preload=True,
+                        baseline=baseline, picks="data" if picks is None else picks, preload=True,
                         reject_by_annotation=True, on_missing="ignore", on_outside="ignore",
                         proj=False, verbose=verbose if verbose is not None else "error")
     selection = np.asarray(epochs.selection, int)

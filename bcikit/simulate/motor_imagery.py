@@ -3,8 +3,8 @@
 The generative model, per subject
 ---------------------------------
 *Head and sensors.* Electrodes sit at the positions of MNE's template 10-05 montage (Colin27);
-the head is a three-shell sphere (brain, skull, scalp; MNE's ``make_sphere_model``) fitted to the
-10-10 positions, and every source reaches the electrodes through MNE's sphere forward model
+the head is a four-shell sphere (brain, CSF, skull, scalp: MNE's ``make_sphere_model`` defaults)
+fitted to the 10-10 positions, and every source reaches the electrodes through MNE's sphere forward model
 (``make_forward_dipole``), so spatial patterns are smooth and broad the way skull conduction makes
 them, and they change when the cap moves.
 
@@ -28,10 +28,12 @@ information.
 courses (beta per subject in [1.0, 1.6]) give spatially correlated background activity; each
 electrode adds its own pink and white noise.
 
-*Subjects* differ in source positions (about 8 mm jitter), orientations, alpha peak frequency
-(N(10, 0.9) Hz), beta peak frequency, rhythm amplitudes, ERD strength and background level.
-*Sessions* differ by ``session_shift``: the cap is put on again (rotated by up to several mm),
-electrode gains, background level, rhythm amplitudes and peak frequencies drift.
+*Subjects* differ in source positions (0.1 rad, about 7 mm at the cortex), orientations (tilt
+up to 35 degrees), alpha peak frequency (N(10, 0.9) Hz), beta peak frequency (N(20, 2.5) Hz),
+rhythm amplitudes, ERD strength (N(1, 0.25), clipped to [0.4, 1.4]), 1/f exponent and background
+level. *Sessions* differ by ``session_shift``: the cap is put on again (a rotation of
+``0.12 * session_shift`` rad standard deviation, about 11 mm x ``session_shift`` at the scalp),
+electrode gains, background level, rhythm amplitudes, ERD strength and peak frequencies drift.
 
 *Artifacts* (``artifact_rate`` per trial length of recording, anywhere in the run): eye blinks on
 frontal channels (80-200 uV at Fp1/Fp2, decaying with distance from the eyes), muscle bursts
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -111,6 +114,17 @@ _MUSCLE_SITES = (("T7", "T8"), ("FT7", "FT8"), ("F7", "F8"), ("TP7", "TP8"))
 _TEN_TWENTY_CORE = ("Fp1", "Fpz", "Fp2", "F7", "F3", "Fz", "F4", "F8", "T7", "C3", "Cz", "C4",
                     "T8", "P7", "P3", "Pz", "P4", "P8", "O1", "Oz", "O2")
 _ALIASES = ("T3", "T4", "T5", "T6", "M1", "M2", "A1", "A2")
+
+
+@contextmanager
+def _verbosity(verbose: bool | str | int | None):
+    """Set bcikit's log level for the duration of a call (as MNE's ``verbose=`` does)."""
+    level = logger.level
+    set_log_level(verbose)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 # ---------------------------------------------------------------------------------- geometry
@@ -216,8 +230,8 @@ def resolve_channels(ch_names: None | str | int | Sequence[str] = None) -> list[
     if isinstance(ch_names, (int, np.integer)) and not isinstance(ch_names, bool):
         n = int(ch_names)
         check_range(n, "ch_names", low=14, high=128)
-        core = [c for c in _TEN_TWENTY_CORE]
-        chosen = _farthest_point(core, ["C3", "Cz", "C4"], min(n, len(core)) - 3)
+        chosen = _farthest_point(list(_TEN_TWENTY_CORE), ["C3", "Cz", "C4"],
+                                 min(n, len(_TEN_TWENTY_CORE)) - 3)
         if n > len(chosen):
             ring = ("9", "10")
             tier2 = [c for c in g["names_1020"] if not c.endswith(ring) and c != "Iz"]
@@ -228,10 +242,12 @@ def resolve_channels(ch_names: None | str | int | Sequence[str] = None) -> list[
             low = g["pos"]["T7"][2] - 0.005
             tier4 = [c for c in g["names_1005"] if g["pos"][c][2] >= low]
             chosen = _farthest_point(tier4, chosen, n - len(chosen))
-        return chosen
+        order = {name: i for i, name in enumerate(g["names_1005"])}
+        return sorted(chosen, key=order.__getitem__)
     validate_type(ch_names, (list, tuple), "ch_names")
     if len(ch_names) < 2:
-        raise ValueError(f"The 'ch_names' parameter needs at least 2 channel names. Got {ch_names!r}.")
+        raise ValueError(f"The 'ch_names' parameter needs at least 2 channel names. "
+                         f"Got {ch_names!r}.")
     lookup = {n.lower(): n for n in g["pos"]}
     out: list[str] = []
     unknown = []
@@ -261,8 +277,7 @@ def _make_info(names: Sequence[str], sfreq: float) -> mne.Info:
     info = mne.create_info(list(names), sfreq, "eeg")
     info.set_montage(_montage(), verbose=False)
     info["line_freq"] = LINE_FREQ
-    with info._unlock():
-        info["description"] = "bcikit simulated motor imagery (sim-mi)"
+    info["description"] = "bcikit simulated motor imagery (sim-mi)"
     return info
 
 
@@ -274,7 +289,7 @@ def _rotation(rng: np.random.Generator, angle_sd: float) -> np.ndarray:
 
 
 def _leadfield(names: Sequence[str], pos: np.ndarray, ori: np.ndarray) -> np.ndarray:
-    """Volts per A*m at ``names`` for dipoles at ``pos`` (head frame, m) with orientations ``ori``."""
+    """Volts per A*m at ``names`` for dipoles at ``pos`` (head frame, m) oriented ``ori``."""
     g = _geometry()
     info = mne.create_info(list(names), 1000.0, "eeg")
     info.set_montage(_montage(), verbose=False)
@@ -397,13 +412,14 @@ def _spectral_noise(rng: np.random.Generator, n_series: int, n: int,
     shape ``(n_series, n // 2 + 1)`` (complex64); ``irfft(..., n)`` gives the series.
     """
     n_f = n // 2 + 1
-    keep = np.flatnonzero(amplitude > 1e-6 * amplitude.max())
+    nonzero = np.flatnonzero(amplitude > 1e-6 * amplitude.max())
+    keep = slice(int(nonzero[0]), int(nonzero[-1]) + 1)
     a = amplitude[keep].astype(np.float64)
     a *= n / (2.0 * np.sqrt((a ** 2).sum()))  # irfft variance = 4 / n**2 * sum(|S_k|**2 / 2)
+    a = (a / np.sqrt(2.0)).astype(np.float32)
     spec = np.zeros((n_series, n_f), np.complex64)
-    re = rng.standard_normal((n_series, len(keep)), dtype=np.float32)
-    im = rng.standard_normal((n_series, len(keep)), dtype=np.float32)
-    spec[:, keep] = (re + 1j * im) * (a / np.sqrt(2.0)).astype(np.float32)
+    spec.real[:, keep] = rng.standard_normal((n_series, len(a)), dtype=np.float32) * a
+    spec.imag[:, keep] = rng.standard_normal((n_series, len(a)), dtype=np.float32) * a
     return spec
 
 
@@ -448,7 +464,7 @@ def _erd_templates(trial_duration: float, sfreq: float) -> tuple[np.ndarray, np.
 
 @dataclass
 class _Run:
-    data: np.ndarray  # (n_ch, n_times) volts
+    data: np.ndarray  # (n_ch, n_times) volts, float32
     cues: np.ndarray  # cue sample of each trial
     codes: np.ndarray  # class code of each trial
     artifacts: list[tuple[str, float, float, tuple[str, ...]]]  # kind, onset s, duration s, chans
@@ -462,7 +478,10 @@ def _layout(rng, codes, sfreq, trial_duration):
         t += PRE_CUE + trial_duration + rng.uniform(*REST)
     total = t + TAIL
     # whole seconds when the rate is an integer, so EDF data records need no padding
-    n = int(np.ceil(total)) * int(sfreq) if float(sfreq).is_integer() else int(np.ceil(total * sfreq))
+    if float(sfreq).is_integer():
+        n = int(np.ceil(total)) * int(sfreq)
+    else:
+        n = int(np.ceil(total * sfreq))
     return np.array(cues, int), n
 
 
@@ -504,7 +523,6 @@ def _simulate_run(subject: _Subject, session: _Session, names: Sequence[str], co
             if is_beta and d > 0:
                 mod[i, seg] += 0.6 * d * rebound[: stop - cue]
     rhythms *= mod
-    data = session.leadfield[:, :n_task] @ rhythms
     # Background: 1/f dipoles plus each electrode's own 1/f noise. All share one spectrum, so
     # draw channel-space noise with their joint covariance (n_ch series instead of n_bg + n_ch).
     n_ch = len(names)
@@ -512,9 +530,11 @@ def _simulate_run(subject: _Subject, session: _Session, names: Sequence[str], co
                      np.eye(n_ch) * 2e-6 * subject.scale])
     chol = np.linalg.cholesky(mix @ mix.T)
     spec = _spectral_noise(rng, n_ch, n, _pink_amplitude(n, sfreq, subject.pink_exponent))
-    data += np.fft.irfft(chol.astype(np.complex64) @ spec, n=n)
-    data += 0.7e-6 * subject.scale * rng.standard_normal((n_ch, n), dtype=np.float32)
-    data *= session.gain[:, None]
+    # float32 throughout (amplitudes are ~1e-5 V, far above float32 resolution)
+    data = session.leadfield[:, :n_task].astype(np.float32) @ rhythms
+    data += chol.astype(np.float32) @ np.fft.irfft(spec, n=n)
+    data += np.float32(0.7e-6 * subject.scale) * rng.standard_normal((n_ch, n), dtype=np.float32)
+    data *= session.gain.astype(np.float32)[:, None]
     artifacts = _add_artifacts(data, rng, names, sfreq, artifact_rate / trial_duration)
     return _Run(data=data, cues=cues, codes=np.asarray(codes), artifacts=artifacts)
 
@@ -611,7 +631,8 @@ def _check_knobs(owner: str, *, n_subjects, n_sessions, n_runs, n_classes, n_tri
     check_range(sfreq, "sfreq", low=64.0, high=5000.0, owner=owner)
     validate_type(trial_duration, "numeric", "trial_duration", owner=owner)
     check_range(trial_duration, "trial_duration", low=1.0, high=30.0, owner=owner)
-    for name, value, high in (("difficulty", difficulty, 1.0), ("artifact_rate", artifact_rate, 5.0),
+    for name, value, high in (("difficulty", difficulty, 1.0),
+                              ("artifact_rate", artifact_rate, 5.0),
                               ("session_shift", session_shift, 1.0)):
         validate_type(value, "numeric", name, owner=owner)
         check_range(value, name, low=0.0, high=high, owner=owner)
@@ -740,17 +761,13 @@ def simulate_mi_raws(*, n_subjects: int = 4, n_sessions: int = 2, n_runs: int = 
     {'subject': 'S01', 'session': '0', 'run': '1'}
     """
     owner = "simulate_mi_raws"
-    set_log_level(verbose)
     validate_type(annotate_artifacts, bool, "annotate_artifacts", owner=owner)
     k = _check_knobs(owner, n_subjects=n_subjects, n_sessions=n_sessions, n_runs=n_runs,
                      n_classes=n_classes, n_trials_per_class=n_trials_per_class, sfreq=sfreq,
                      trial_duration=trial_duration, ch_names=ch_names, difficulty=difficulty,
                      artifact_rate=artifact_rate, session_shift=session_shift, seed=seed)
-    out = []
-    for subject, session, run_label, run in _iter_runs(k, verbose=verbose):
-        raw = _to_raw(run, k, subject, session, run_label, annotate_artifacts)
-        out.append((raw, {"subject": subject, "session": session, "run": run_label}))
-    return out
+    with _verbosity(verbose):
+        return list(_iter_raws(k, annotate_artifacts=annotate_artifacts, verbose=verbose))
 
 
 def _iter_raws(k: _Knobs, *, annotate_artifacts: bool = False, verbose=None):
@@ -794,7 +811,6 @@ def make_motor_imagery(*, n_subjects: int = 4, n_sessions: int = 2, n_runs: int 
     from ..data.trialset import TrialSet
 
     owner = "make_motor_imagery"
-    set_log_level(verbose)
     k = _check_knobs(owner, n_subjects=n_subjects, n_sessions=n_sessions, n_runs=n_runs,
                      n_classes=n_classes, n_trials_per_class=n_trials_per_class, sfreq=sfreq,
                      trial_duration=trial_duration, ch_names=ch_names, difficulty=difficulty,
@@ -805,20 +821,23 @@ def make_motor_imagery(*, n_subjects: int = 4, n_sessions: int = 2, n_runs: int 
     y = np.empty(n_total, np.int64)
     rows = []
     i = 0
-    for subject, session, run_label, run in _iter_runs(k, verbose=verbose):
-        for t, (cue, code) in enumerate(zip(run.cues, run.codes)):
-            X[i] = run.data[:, cue:cue + n_times]
-            y[i] = code
-            start, stop = cue / k.sfreq, (cue + n_times) / k.sfreq
-            kinds = sorted({a[0] for a in run.artifacts if a[1] < stop and a[1] + a[2] > start})
-            rows.append({"subject": subject, "session": session, "run": run_label, "trial": t,
-                         "onset": start, "artifact": "+".join(kinds) or "none",
-                         "dataset": DATASET, "site": SITE})
-            i += 1
+    with _verbosity(verbose):
+        for subject, session, run_label, run in _iter_runs(k, verbose=verbose):
+            for t, (cue, code) in enumerate(zip(run.cues, run.codes)):
+                X[i] = run.data[:, cue:cue + n_times]
+                y[i] = code
+                start, stop = cue / k.sfreq, (cue + n_times) / k.sfreq
+                kinds = sorted({a[0] for a in run.artifacts
+                                if a[1] < stop and a[1] + a[2] > start})
+                rows.append({"subject": subject, "session": session, "run": run_label,
+                             "trial": t, "onset": start, "artifact": "+".join(kinds) or "none",
+                             "dataset": DATASET, "site": SITE})
+                i += 1
     info = _make_info(k.ch_names, k.sfreq)
     meta = pd.DataFrame(rows)
     return TrialSet(X, y, meta, info, k.classes, tmin=0.0)
 
 
-simulate_mi_raws.__doc__ = simulate_mi_raws.__doc__.replace("%(knobs)s", _KNOB_DOC.strip("\n").lstrip())
-make_motor_imagery.__doc__ = make_motor_imagery.__doc__.replace("%(knobs)s", _KNOB_DOC.strip("\n").lstrip())
+for _func in (simulate_mi_raws, make_motor_imagery):
+    _func.__doc__ = _func.__doc__.replace("%(knobs)s", _KNOB_DOC.strip("\n").lstrip())
+del _func

@@ -171,7 +171,8 @@ def _spawn_worker(rank: int, fn: Callable, nproc: int, backend: str, port: int, 
         with open(Path(result_dir) / f"rank{rank}.pkl", "wb") as f:
             pickle.dump(result, f)
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():  # fn may have destroyed it already
+            dist.destroy_process_group()
 
 
 def _start_method(requested: str | None) -> str:

@@ -34,7 +34,7 @@ from ..utils import check_option, check_range, logger, progress, validate_type, 
 from . import ddp as _ddp
 from .checkpoint import (CHECKPOINT_NAME, capture_rng_state, load_checkpoint, restore_rng_state,
                          save_checkpoint)
-from .losses import cross_entropy_loss
+from .losses import ClassCheckedCrossEntropy, cross_entropy_loss
 
 __all__ = ["Trainer", "set_seed", "resolve_device", "resolve_precision", "HISTORY_KEYS"]
 
@@ -268,7 +268,10 @@ class _Data:
             return
         loader = torch.utils.data.DataLoader(
             _IndexedArrays(self.X, self.y), batch_size=None, sampler=list(chunks),
-            num_workers=0, pin_memory=self.device.type == "cuda")
+            num_workers=0, pin_memory=self.device.type == "cuda",
+            # its own generator: a DataLoader otherwise draws a seed from torch's global one,
+            # and the two batching paths would then see different dropout masks
+            generator=torch.Generator().manual_seed(0))
         for xb, yb in loader:
             xb = xb.to(self.device, non_blocking=True)
             yb = yb.to(self.device, non_blocking=True) if self.y is not None else None
@@ -351,6 +354,10 @@ def _model_training_loss(model: torch.nn.Module, X: torch.Tensor, y: torch.Tenso
     return model.training_loss(X, y)
 
 
+def _max_code(y: Any) -> int:
+    return int(y.max())
+
+
 def _derive_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0])
 
@@ -426,8 +433,12 @@ class Trainer:
     callbacks : sequence
         Objects with any of ``on_train_begin(trainer)``, ``on_epoch_end(trainer, epoch, logs)``,
         ``on_batch_end(trainer, step, logs)``, ``on_train_end(trainer)``. Epochs are counted
-        from 1. Setting ``trainer.stop_training = True`` stops after the current epoch. The
-        checkpoint of an epoch is written after its callbacks ran.
+        from 1; ``logs`` of ``on_epoch_end`` is the epoch's history row, ``logs`` of
+        ``on_batch_end`` holds ``epoch``, ``loss``, ``batch_size`` (this process's share under
+        DDP), ``global_batch_size`` and ``lr``; ``step`` counts optimiser steps from 1. Setting
+        ``trainer.stop_training = True`` stops after the current epoch. The checkpoint of an
+        epoch is written after its callbacks ran, so a callback that raises (a simulated kill)
+        leaves the previous epoch's checkpoint.
     verbose : bool or None
         Progress bar (rank 0 only) and per-epoch log lines; ``None``: a bar only when stderr is
         a terminal.
@@ -450,9 +461,10 @@ class Trainer:
 
     Examples
     --------
-    >>> trainer = Trainer(model, epochs=50, patience=10, checkpoint_dir="run/ckpt")  # doctest: +SKIP
-    >>> trainer.fit(X_train, y_train, X_valid, y_valid)                             # doctest: +SKIP
-    >>> proba = trainer.predict_proba(X_test)                                       # doctest: +SKIP
+    >>> trainer = Trainer(model, epochs=50, patience=10,
+    ...                   checkpoint_dir="run/ckpt")          # doctest: +SKIP
+    >>> trainer.fit(X_train, y_train, X_valid, y_valid)       # doctest: +SKIP
+    >>> proba = trainer.predict_proba(X_test)                 # doctest: +SKIP
     """
 
     def __init__(self, model: torch.nn.Module, *, epochs: int = 100, batch_size: int = 64,
@@ -667,10 +679,10 @@ class Trainer:
             return torch.optim.lr_scheduler.CosineAnnealingLR(
                 optimizer, T_max=self.epochs * steps_per_epoch)
         sched = self.scheduler(optimizer, steps_per_epoch=steps_per_epoch, epochs=self.epochs)
-        if not (callable(getattr(sched, "step", None)) and callable(getattr(sched, "state_dict",
-                                                                           None))):
+        if not all(callable(getattr(sched, m, None)) for m in ("step", "state_dict")):
             raise TypeError(f"The 'scheduler' callable of {_OWNER} must return a learning-rate "
-                            f"scheduler (with step() and state_dict()). Got {type(sched).__name__}.")
+                            "scheduler (with step() and state_dict()). "
+                            f"Got {type(sched).__name__}.")
         return sched
 
     def _global_batches(self, n: int, world: int, has_bn: bool) -> list[tuple[int, int]]:
@@ -714,7 +726,7 @@ class Trainer:
         payload: tuple = ("none", None)
         if ctx.is_main and path.exists():
             if not self.resume:
-                payload = ("error", f"The checkpoint {str(path)!r} already exists and "
+                payload = ("exists", f"The checkpoint {str(path)!r} already exists and "
                            f"resume=False: remove it or choose another checkpoint_dir "
                            f"(bcikit never overwrites a previous run).")
             else:
@@ -723,9 +735,9 @@ class Trainer:
                 except (ValueError, FileNotFoundError) as err:
                     payload = ("error", str(err))
         payload = _ddp.broadcast_object(payload, ctx)
+        if payload[0] == "exists":
+            raise FileExistsError(payload[1])
         if payload[0] == "error":
-            if "already exists" in payload[1]:
-                raise FileExistsError(payload[1])
             raise ValueError(payload[1])
         return payload[1]
 
@@ -761,9 +773,12 @@ class Trainer:
         n_train = len(Xtr)
         steps_per_epoch = len(self._global_batches(n_train, ctx.world_size, has_bn))
         if steps_per_epoch == 0:
-            raise ValueError(f"The 'batch_size' parameter of {_OWNER} is {self.batch_size} with "
-                             f"drop_last={self.drop_last}: no batch is left from {n_train} "
-                             "training trials.")
+            raise ValueError(
+                f"The 'batch_size' parameter of {_OWNER} is {self.batch_size} with "
+                f"drop_last={self.drop_last}, {ctx.world_size} process(es) and "
+                f"{'' if has_bn else 'no '}batch-norm layers: no batch is left from {n_train} "
+                "training trials (a batch must give each process at least one trial, two with "
+                "batch norm).")
         keep = self._decide_keep_on_device(device, [Xtr, ytr, Xva, yva])
         self.keep_on_device_ = keep
         train_data = _Data(Xtr, ytr, device, keep)
@@ -777,8 +792,13 @@ class Trainer:
         elif callable(getattr(model, "training_loss", None)):
             train_fn = _model_training_loss
         else:
-            train_fn = cross_entropy_loss
-        eval_fn = self.loss if self.loss is not None else cross_entropy_loss
+            train_fn = ClassCheckedCrossEntropy(_max_code(ytr), "y_train")
+        if self.loss is not None:
+            eval_fn = self.loss
+        elif yva is not None:
+            eval_fn = ClassCheckedCrossEntropy(_max_code(yva), "y_valid")
+        else:
+            eval_fn = cross_entropy_loss
 
         ckpt_path = (Path(self.checkpoint_dir) / CHECKPOINT_NAME
                      if self.checkpoint_dir is not None else None)
@@ -820,8 +840,6 @@ class Trainer:
         best = state["best"]
         self.history_ = history
         self.n_epochs_run_ = state["epoch"]
-        check_classes = self._uses_cross_entropy(True)
-        y_max = int(ytr.max()) if check_classes else None
         for cb in self.callbacks:
             if callable(getattr(cb, "on_train_begin", None)):
                 cb.on_train_begin(self)
@@ -837,7 +855,7 @@ class Trainer:
                 lr_now = float(optimizer.param_groups[0]["lr"])
                 train_loss, train_acc = self._train_epoch(
                     epoch, model, step_module, train_fn, train_data, optimizer, scheduler,
-                    scaler, precision, ctx, has_bn, state, batch_cbs, y_max)
+                    scaler, precision, ctx, has_bn, state, batch_cbs)
                 if not math.isfinite(train_loss):
                     raise FloatingPointError(
                         f"The training loss is {train_loss} at epoch {epoch}: training diverged. "
@@ -937,7 +955,7 @@ class Trainer:
         return out[0], logits
 
     def _train_epoch(self, epoch, model, step_module, train_fn, data: _Data, optimizer,
-                     scheduler, scaler, precision, ctx, has_bn, state, batch_cbs, y_max
+                     scheduler, scaler, precision, ctx, has_bn, state, batch_cbs
                      ) -> tuple[float, float]:
         device = data.device
         acc_dtype = torch.float32 if device.type == "mps" else torch.float64
@@ -952,11 +970,6 @@ class Trainer:
             with _autocast(device, precision):
                 out = step_module(xb, yb) if step_module is not None else train_fn(model, xb, yb)
             loss, logits = self._unpack(out)
-            if y_max is not None:
-                if logits is not None and logits.ndim == 2 and logits.shape[1] <= y_max:
-                    raise ValueError(f"'y_train' holds class code {y_max} but the model returns "
-                                     f"{logits.shape[1]} logits per trial.")
-                y_max = None  # checked once
             factor = nb * ctx.world_size / n_global  # exact mean over uneven shards under DDP
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss if factor == 1.0 else loss * factor).backward()
@@ -1085,7 +1098,8 @@ class Trainer:
         device, precision = self._inference_setup()
         Xc = _check_X(X, "X")
         yc = _check_y(y, len(Xc), "y", "X", class_codes=self._uses_cross_entropy(False))
-        eval_fn = self.loss if self.loss is not None else cross_entropy_loss
+        eval_fn = (self.loss if self.loss is not None
+                   else ClassCheckedCrossEntropy(_max_code(yc), "y"))
         data = _Data(Xc, yc, device, on_device=False)
         loss, acc = self._evaluate_data(self.model, data, eval_fn, device, precision,
                                         _ddp.DistContext(), shard=False)
