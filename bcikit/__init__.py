@@ -11,8 +11,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("io", "data", "simulate", "models", "train", "evaluate", "federated", "config",
-               "estimators", "utils")
+_SUBMODULES = ("io", "data", "simulate", "models", "train", "evaluate", "config", "pipeline",
+               "utils")
 
 
 def __getattr__(name: str):
