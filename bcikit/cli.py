@@ -4,6 +4,7 @@ Sub-commands::
 
     bcikit run PIPELINE.toml [--dataset CARD.toml | BIDS_ROOT] [--out DIR] [--device D]
                              [--set key=value ...] [--resume DIR]
+    bcikit compare A.toml B.toml ... [--dataset D] [--out DIR] [--set key=value ...]
     bcikit info PATH                 what a file or BIDS root holds
     bcikit datasets [DIR]            the dataset cards
     bcikit simulate OUT [--format edf|brainvision|fif] [--bids] [--set knob=value ...]
@@ -45,6 +46,18 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: only on a terminal)")
 
+    c = sub.add_parser("compare", help="run several pipelines under one protocol (or read their "
+                                       "run folders) and compare them in one table")
+    c.add_argument("items", nargs="+", metavar="PIPELINE_OR_RUN",
+                   help="pipeline files (run now) or existing run folders; the first is compared "
+                        "against each other one (paired Wilcoxon over subject x seed)")
+    c.add_argument("--dataset", help="dataset card or BIDS root for every pipeline")
+    c.add_argument("--out", help="comparison folder to create (default runs/compare-<time>)")
+    c.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override applied to every pipeline (repeatable)")
+    c.add_argument("--metric", default="accuracy", help="score to compare (default accuracy)")
+
     i = sub.add_parser("info", help="what a recording file or BIDS root holds")
     i.add_argument("path")
 
@@ -78,6 +91,29 @@ def _cmd_run(args) -> int:
     print(f"  chance: {result.metrics['chance_level']:.3f} "
           f"(p<0.05 threshold {result.metrics['chance_threshold_p05']:.3f})")
     print(f"  report: {result.run_dir / 'report.md'}")
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from datetime import datetime
+
+    from .evaluate.compare import compare_runs, run_and_compare
+
+    items = [Path(i) for i in args.items]
+    if len(items) < 2:
+        raise ValueError("bcikit compare needs at least two pipelines or run folders.")
+    is_run = [p.is_dir() and (p / "metrics.json").exists() for p in items]
+    out = Path(args.out) if args.out else \
+        Path("runs") / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if all(is_run):
+        result = compare_runs(items, metric=args.metric, out=out)
+    elif not any(is_run):
+        result = run_and_compare(items, dataset=args.dataset, out=out, overrides=args.overrides,
+                                 device=args.device, metric=args.metric)
+    else:
+        raise ValueError("bcikit compare takes either pipeline files or run folders, not a mix.")
+    print(result.to_markdown() if hasattr(result, "to_markdown") else result)
+    print(f"comparison folder: {out}")
     return 0
 
 
@@ -121,7 +157,7 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "info": _cmd_info, "datasets": _cmd_datasets,
+COMMANDS = {"run": _cmd_run, "compare": _cmd_compare, "info": _cmd_info, "datasets": _cmd_datasets,
             "simulate": _cmd_simulate}
 
 

@@ -8,7 +8,9 @@ what came in, e.g.::
 
 Sections
 --------
-``[pipeline]``   name, description
+``[pipeline]``   name, description, extends (a TOML file, relative to this one, whose tables this
+                 file extends: values here win, tables are merged key by key; lets several
+                 pipelines share one data/protocol setting)
 ``[data]``       simulator (the built-in data used when no dataset is given), ``[data.simulate]``
                  knobs for it, task (dataset-card task), classes (subset and order of labels),
                  subjects, window ([tmin, tmax] crop in seconds relative to the trial start),
@@ -149,6 +151,7 @@ def F(check, default: Any = None, *, required: bool = False):  # noqa: N802 - re
 class PipelineSection:
     name: str = F(is_str, required=True)
     description: str = F(is_str, "")
+    extends: str | None = F(optional(is_str))
 
 
 @dataclass
@@ -340,6 +343,39 @@ def read_toml(path: str | os.PathLike) -> dict:
         raise ConfigError(f"{path}: not a text file (TOML must be UTF-8).") from None
 
 
+def deep_merge(base: dict, override: dict) -> dict:
+    """``base`` updated by ``override``: tables merge key by key, other values are replaced."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_pipeline_toml(path: str | os.PathLike, _seen: tuple = ()) -> dict:
+    """Read a pipeline file and resolve its ``[pipeline] extends`` chain."""
+    path = Path(path)
+    raw = read_toml(path)
+    parent = raw.get("pipeline", {}).get("extends") if isinstance(raw.get("pipeline"), dict) else None
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: [pipeline] extends must be a string (a TOML file path); "
+                          f"got {_describe(parent)}.")
+    base_path = (path.parent / parent).resolve()
+    if base_path in _seen:
+        raise ConfigError(f"{path}: [pipeline] extends forms a cycle through {str(base_path)!r}.")
+    if not base_path.exists():
+        raise ConfigError(f"{path}: [pipeline] extends names {parent!r}, but "
+                          f"{str(base_path)!r} does not exist.")
+    base = read_pipeline_toml(base_path, _seen + (path.resolve(),))
+    merged = deep_merge(base, raw)
+    merged["pipeline"].pop("extends", None)
+    return merged
+
+
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> PipelineConfig:
     """Read, override and validate a pipeline file.
 
@@ -349,7 +385,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     >>> cfg.train.epochs  # doctest: +SKIP
     2
     """
-    raw = apply_overrides(read_toml(path), overrides)
+    raw = apply_overrides(read_pipeline_toml(path), overrides)
     return validate_config(raw, source=str(path))
 
 

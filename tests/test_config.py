@@ -74,3 +74,24 @@ def test_syntax_error_and_missing_file(tmp_path):
         load_config(bad)
     with pytest.raises(FileNotFoundError, match="nope.toml"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_extends_merges_tables_and_reports_cycles(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "base.toml").write_text(
+        '[pipeline]\nname = "base"\n[data.simulate]\nn_subjects = 9\nseed = 3\n'
+        '[train]\nepochs = 100\nlr = 0.001\n[evaluate]\nprotocol = "chronological"\n')
+    (tmp_path / "child.toml").write_text(
+        '[pipeline]\nname = "child"\nextends = "shared/base.toml"\n[data.simulate]\nseed = 4\n'
+        '[model]\nname = "EEGNet"\n[train]\nepochs = 5\n')
+    cfg = load_config(tmp_path / "child.toml")
+    assert cfg.pipeline.name == "child" and cfg.pipeline.extends is None
+    assert cfg.data.simulate == {"n_subjects": 9, "seed": 4}
+    assert cfg.train.epochs == 5 and cfg.train.lr == 0.001
+    assert cfg.evaluate.protocol == "chronological"
+    (tmp_path / "loop.toml").write_text('[pipeline]\nname = "x"\nextends = "loop.toml"\n')
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "loop.toml")
+    (tmp_path / "dangling.toml").write_text('[pipeline]\nname = "x"\nextends = "none.toml"\n')
+    with pytest.raises(ConfigError, match="extends names 'none.toml'"):
+        load_config(tmp_path / "dangling.toml")

@@ -16,6 +16,9 @@ Card schema
     ``site`` (str, default ``"unknown"``): written into every trial's ``site`` column.
     ``default_task`` (str): the task :meth:`DatasetCard.load` uses when none is named (default:
     the only task, when there is one).
+    ``artificial_subjects`` (list): subjects whose recordings are simulated rather than recorded
+    (shown by :meth:`DatasetCard.summary`, kept in :attr:`DatasetCard.artificial_subjects` so
+    that results can report them apart). Each must be one of ``[files] subjects``.
 
 ``[files]``
     ``root`` (str, required): folder holding the files. Absolute, ``~/...``, or relative to the
@@ -33,7 +36,13 @@ Card schema
     :func:`mne.datasets.eegbci.load_data`) or ``"moabb:<DatasetClass>"`` (read through that MOABB
     dataset object; windows count from each trial's start, as MOABB's ``interval`` does). A
     fetcher downloads only when files are missing **and** the caller passed ``download=True``;
-    with the files present the network is never used.
+    with the files present the network is never used. Other names come from
+    :data:`bcikit.io.formats.FETCHERS` (``"bciiv1"``: BCI Competition IV data set 1).
+    MOABB cards may write the glob wildcards ``*``, ``?`` and ``**`` in ``pattern`` (for files
+    whose exact names MOABB does not fix); such a recording is present when a file matches.
+    ``format`` (str, optional): read the files with a reader of
+    :data:`bcikit.io.formats.READERS` (``"bciiv1"``: BCI Competition IV data set 1 MATLAB
+    files) instead of :func:`bcikit.io.read_raw`.
 
 ``[channels]`` (optional)
     ``type`` (str): channel type to keep (``"eeg"`` default for EEG cards; ``"seeg"``/``"ecog"``
@@ -55,6 +64,14 @@ Card schema
     and both fists in runs 6, 10, 14).
     ``classes`` (list of str): order of the class codes (default: order of first appearance).
     ``baseline`` (two numbers): baseline-correction interval in seconds (default: none).
+    ``sessions`` (list): keep only these sessions. MOABB cards: MOABB session names, or their
+    leading order index (``"0"`` keeps ``"0"``, ``"0A"`` or ``"0train"``: the first session);
+    a subject that has none of them is an error. Other cards: values of ``[files] sessions``.
+    ``resample`` (number): resample each recording to this rate (Hz) before cutting trials.
+    ``classes_per_subject`` (bool, default false): each subject keeps only the classes its trials
+    hold (in ``classes`` order, coded 0..k-1), for datasets whose subjects did different pairs
+    of tasks; subjects with different class sets come back as ``{subject: TrialSet}``. Then
+    an event description may be absent from the loaded recordings as long as one is present.
 
 Every event description of a task must occur in at least one of its recordings, otherwise the
 load fails and says which descriptions the recordings hold.
@@ -73,7 +90,7 @@ import os
 import re
 import string
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,10 +115,12 @@ _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}$]*))?\}")
 _EEGBCI_SUFFIX = ("MNE-eegbci-data", "files", "eegmmidb", "1.0.0")
 
 _DATASET_KEYS = ("name", "modality", "description", "licence", "citation", "url", "obtain",
-                 "site", "default_task")
-_FILES_KEYS = ("root", "pattern", "subjects", "sessions", "fetcher")
+                 "site", "default_task", "artificial_subjects")
+_FILES_KEYS = ("root", "pattern", "subjects", "sessions", "fetcher", "format")
 _CHANNELS_KEYS = ("type", "pick", "rename", "montage")
-_TASK_KEYS = ("description", "tmin", "tmax", "runs", "events", "groups", "classes", "baseline")
+_TASK_KEYS = ("description", "tmin", "tmax", "runs", "events", "groups", "classes", "baseline",
+              "sessions", "resample", "classes_per_subject")
+_GLOB_CHARS = ("*", "?")
 _GROUP_KEYS = ("runs", "events")
 
 
@@ -223,6 +242,9 @@ class TaskSpec:
     classes: tuple[str, ...]
     baseline: tuple[float, float] | None = None
     description: str = ""
+    sessions: tuple | None = None
+    resample: float | None = None
+    classes_per_subject: bool = False
 
     @property
     def runs(self) -> list | None:
@@ -255,6 +277,22 @@ class Recording:
     path: Path
     group: int
 
+    def files(self) -> list[Path]:
+        """The files this recording stands for: its path when it is a file, or (for a path with
+        glob wildcards, MOABB cards only) the files matching it, sorted."""
+        text = str(self.path)
+        if not any(ch in text for ch in _GLOB_CHARS):
+            return [self.path] if self.path.is_file() else []
+        parts = self.path.parts
+        first = next(i for i, part in enumerate(parts) if any(ch in part for ch in _GLOB_CHARS))
+        base = Path(*parts[:first])
+        return sorted(p for p in base.glob(str(Path(*parts[first:]))) if p.is_file())
+
+    @property
+    def present(self) -> bool:
+        """Whether the file (or, for a glob pattern, at least one matching file) exists."""
+        return bool(self.files())
+
 
 @dataclass
 class DatasetCard:
@@ -280,6 +318,8 @@ class DatasetCard:
     obtain: str = ""
     site: str = "unknown"
     default_task: str | None = None
+    format: str | None = None
+    artificial_subjects: tuple = ()
 
     def __repr__(self) -> str:
         return (f"<DatasetCard {self.name!r} ({self.modality}) from {str(self.path)!r}, "
@@ -290,8 +330,12 @@ class DatasetCard:
         file."""
         tasks = ", ".join(f"{n}*" if n == self.default_task else n for n in self.tasks)
         licence = f"; licence: {self.licence}" if self.licence else ""
+        artificial = ""
+        if self.artificial_subjects:
+            artificial = (f"; artificial subject(s): "
+                          f"{', '.join(str(s) for s in self.artificial_subjects)}")
         return (f"{self.name} ({self.modality}, {len(self.subjects)} subject(s); tasks: {tasks}"
-                f"{licence}) [{self.path}]")
+                f"{licence}{artificial}) [{self.path}]")
 
     # -------------------------------------------------------------------------- resolution
     def _err(self, table: str, message: str) -> str:
@@ -354,6 +398,9 @@ class DatasetCard:
         base = self.resolve_root(root)
         fields = _placeholders(self.pattern)
         sessions = list(self.sessions) if "session" in fields else [None]
+        if spec.sessions is not None and self.moabb_class is None and "session" in fields:
+            # MOABB reads every session of a subject, so its cards check them all
+            sessions = [s for s in sessions if any(_same_id(s, w) for w in spec.sessions)]
         out = []
         for subject in self.select_subjects(subjects):
             for session in sessions:
@@ -428,14 +475,12 @@ class DatasetCard:
             if not new_tmax > new_tmin:
                 raise ValueError(f"{self.path}: window override needs tmax > tmin; got "
                                  f"tmin={new_tmin}, tmax={new_tmax}.")
-            spec = TaskSpec(spec.name, new_tmin, new_tmax, spec.groups, spec.classes,
-                            spec.baseline, spec.description)
+            spec = replace(spec, tmin=new_tmin, tmax=new_tmax)
         subject_list = self.select_subjects(subjects)
         recs = self.recordings(task=spec.name, subjects=subject_list, root=root)
-        missing = [r for r in recs if not r.path.is_file()]
+        missing = [r for r in recs if not r.present]
         if missing:
             self._obtain(missing, spec, subject_list, root, download, verbose)
-        sources = sorted({r.path for r in recs})
         params = {
             "loader": "bcikit.io.cards/1",
             "card": self.name,
@@ -446,6 +491,7 @@ class DatasetCard:
             "sessions": None if self.sessions is None else [str(s) for s in self.sessions],
             "pattern": self.pattern,
             "fetcher": self.fetcher,
+            "format": self.format,
         }
 
         local = not missing
@@ -455,6 +501,11 @@ class DatasetCard:
                 return self._build_moabb(spec, subject_list, verbose, local=local)
             return self._build_files(spec, recs, verbose)
 
+        if missing and self.moabb_class is not None:
+            # MOABB downloads while reading: the files the cache key hashes exist only after
+            # this build, so the first (downloading) load is not cached
+            return build()
+        sources = sorted({f for r in recs for f in r.files()})
         return _cached(cache, sources, params, build)
 
     def _obtain(self, missing: list[Recording], spec: TaskSpec, subjects: list, root,
@@ -525,6 +576,23 @@ class DatasetCard:
             names = list(spec.pick)
         return names
 
+    def _resample(self, raw, spec: TaskSpec, verbose):
+        """Resample ``raw`` to the task's ``resample`` rate (when it has another rate)."""
+        if spec.resample is not None and float(raw.info["sfreq"]) != spec.resample:
+            raw.resample(spec.resample, verbose=verbose if verbose is not None else "error")
+        return raw
+
+    def _read(self, path: Path, ch_type, verbose):
+        """One recording: through the card's ``[files] format`` reader, else ``read_raw``."""
+        level = verbose if verbose is not None else "error"
+        if self.format is not None:
+            from .formats import get_reader
+
+            return get_reader(self.format)(path, verbose=level)
+        from .eeg import read_raw
+
+        return read_raw(path, preload=True, ch_type=ch_type, verbose=level)
+
     def _meta(self, subject, session, run, spec: TaskSpec) -> dict:
         return {"subject": str(subject), "session": "0" if session is None else str(session),
                 "run": "0" if run is None else str(run), "dataset": self.name, "site": self.site,
@@ -542,6 +610,8 @@ class DatasetCard:
                       n_recordings: dict[int, int]) -> None:
         for gi, group in enumerate(spec.groups):
             absent = [k for k in group.events if k not in seen.get(gi, set())]
+            if spec.classes_per_subject and len(absent) < len(group.events):
+                continue  # each subject holds some of the classes: the loaded ones may lack one
             if absent:
                 runs = "all runs" if group.runs is None else f"runs {list(group.runs)}"
                 raise ValueError(
@@ -551,7 +621,6 @@ class DatasetCard:
 
     def _build_files(self, spec: TaskSpec, recs: list[Recording], verbose):
         from ..utils import progress
-        from .eeg import read_raw
 
         ch_type = self.channels.type if self.channels.type in ("seeg", "ecog") else None
         per_subject: dict[str, list] = {}
@@ -559,9 +628,9 @@ class DatasetCard:
         found: dict[int, set] = {}
         counts: dict[int, int] = {}
         for rec in progress(recs, desc=f"{self.name}: reading", verbose=verbose):
-            raw = read_raw(rec.path, preload=True, ch_type=ch_type,
-                           verbose=verbose if verbose is not None else "error")
+            raw = self._read(rec.path, ch_type, verbose)
             self._prepare_raw(raw)
+            self._resample(raw, spec, verbose)
             groups = (list(enumerate(spec.groups)) if rec.group < 0
                       else [(rec.group, spec.groups[rec.group])])
             for gi, group in groups:
@@ -572,7 +641,7 @@ class DatasetCard:
                 counts[gi] = counts.get(gi, 0) + 1
                 per_subject.setdefault(str(rec.subject), []).append(trials)
         self._check_groups(spec, seen, found, counts)
-        return _combine(per_subject)
+        return _combine(per_subject, per_subject_classes=spec.classes_per_subject)
 
     def _build_moabb(self, spec: TaskSpec, subjects: list, verbose, *, local: bool):
         dataset = moabb_dataset(self.moabb_class, card=self.path)
@@ -588,10 +657,19 @@ class DatasetCard:
                                            f"{subject!r}"))
             data = _moabb_get_data(dataset, subject, local=local)
             sessions = data[subject] if subject in data else data[str(subject)]
+            if spec.sessions is not None:
+                kept = {k: v for k, v in sessions.items()
+                        if any(_moabb_session_match(w, k) for w in spec.sessions)}
+                if not kept:
+                    raise ValueError(
+                        f"{self.path}: [tasks.{spec.name}] sessions {list(spec.sessions)} match "
+                        f"none of subject {subject}'s MOABB sessions {sorted(sessions)}.")
+                sessions = kept
             for session, runs in sessions.items():
                 for run, raw in runs.items():
                     raw = _with_moabb_annotations(raw, event_id, interval)
                     self._prepare_raw(raw)
+                    self._resample(raw, spec, verbose)
                     for gi, group in enumerate(spec.groups):
                         if group.runs is not None and not any(_same_id(r, run)
                                                               for r in group.runs):
@@ -603,10 +681,20 @@ class DatasetCard:
                         counts[gi] = counts.get(gi, 0) + 1
                         per_subject.setdefault(str(subject), []).append(trials)
         self._check_groups(spec, seen, found, counts)
-        return _combine(per_subject)
+        return _combine(per_subject, per_subject_classes=spec.classes_per_subject)
 
 
 # -------------------------------------------------------------------------------------- helpers
+def _moabb_session_match(wanted, name) -> bool:
+    """Whether MOABB session ``name`` is ``wanted``: the same name, or ``wanted`` is the name's
+    leading order index (``"0"`` matches ``"0"``, ``"0A"``, ``"0train"``), as MOABB's own session
+    selection reads it."""
+    if str(wanted) == str(name):
+        return True
+    m = re.match(r"(\d+)", str(name))
+    return bool(m) and str(wanted).isdigit() and int(m.group(1)) == int(str(wanted))
+
+
 def _same_id(a, b) -> bool:
     if str(a) == str(b):
         return True
@@ -718,18 +806,35 @@ def _standard_names() -> list[str]:
     return mne.channels.make_standard_montage(_montage_name("standard_1005")).ch_names
 
 
-def _combine(per_subject: Mapping[str, list]):
+def _own_classes(ts):
+    """``ts`` with only the classes its trials hold (in their order), coded 0..k-1."""
+    import numpy as np
+
+    from ..data.trialset import TrialSet
+
+    used = [c for i, c in enumerate(ts.classes) if np.any(ts.y == i)]
+    if used == list(ts.classes):
+        return ts
+    code = {ts.classes.index(c): k for k, c in enumerate(used)}
+    y = np.array([code[int(v)] for v in ts.y], dtype=np.int64)
+    return TrialSet(ts.X, y, ts.meta, ts.info, used, ts.tmin, check_finite=False)
+
+
+def _combine(per_subject: Mapping[str, list], *, per_subject_classes: bool = False):
     from ..data.trialset import TrialSet
 
     merged = {}
     for subject, parts in per_subject.items():
         merged[subject] = TrialSet.concatenate(parts)
+        if per_subject_classes:
+            merged[subject] = _own_classes(merged[subject])
     sets = list(merged.values())
     if not sets:
         raise ValueError("no recordings were read")
     first = sets[0]
     same = all(s.ch_names == first.ch_names and s.sfreq == first.sfreq
-               and s.X.shape[2] == first.X.shape[2] for s in sets)
+               and s.X.shape[2] == first.X.shape[2] and list(s.classes or []) == list(
+                   first.classes or []) for s in sets)
     if same:
         return TrialSet.concatenate(sets) if len(sets) > 1 else first
     return merged
@@ -774,7 +879,17 @@ def _fetch_eegbci(card: DatasetCard, missing: list[Recording], root: Path, verbo
                          verbose=verbose)
 
 
-_FETCHERS: dict[str, Callable] = {"mne.eegbci": _fetch_eegbci}
+def _fetch_format(name: str) -> Callable:
+    """A fetcher of :data:`bcikit.io.formats.FETCHERS`, imported when it runs."""
+    def fetch(card: DatasetCard, missing: list[Recording], root: Path, verbose) -> None:
+        from .formats import get_fetcher
+
+        get_fetcher(name)(card, missing, root, verbose)
+
+    return fetch
+
+
+_FETCHERS: dict[str, Callable] = {"mne.eegbci": _fetch_eegbci, "bciiv1": _fetch_format("bciiv1")}
 
 
 def moabb_dataset(class_name: str, *, card: Path | str | None = None):
@@ -912,6 +1027,22 @@ def load_card(path: str | os.PathLike) -> DatasetCard:
         c.fail("files", f"fetcher must be one of {sorted(_FETCHERS)} or 'moabb:<DatasetClass>'; "
                         f"got {fetcher!r}")
     is_moabb = fetcher is not None and fetcher.startswith("moabb:")
+    fmt = c.string(fs, "format", "files")
+    if fmt is not None:
+        from .formats import READERS
+
+        if fmt not in READERS:
+            c.fail("files", f"format must be one of {sorted(READERS)}; got {fmt!r}")
+        if is_moabb:
+            c.fail("files", "format does not apply to MOABB cards (MOABB reads the files)")
+    if any(ch in pattern for ch in _GLOB_CHARS) and not is_moabb:
+        c.fail("files", f"pattern {pattern!r} has glob wildcards, which only MOABB cards may use "
+                        "(other cards read each file the pattern names)")
+    artificial = c.id_list(ds, "artificial_subjects", "dataset") or ()
+    unknown_subjects = [a for a in artificial if not any(_same_id(a, s) for s in subjects)]
+    if unknown_subjects:
+        c.fail("dataset", f"artificial_subjects {unknown_subjects} are not among the [files] "
+                          f"subjects ({_short(subjects)})")
 
     ch = c.table(data, "channels", "", required=False)
     c.known(ch, _CHANNELS_KEYS, "channels")
@@ -981,9 +1112,24 @@ def load_card(path: str | os.PathLike) -> DatasetCard:
                 c.fail(where, f"baseline must be two numbers [start, stop]; got {b!r:.60}")
             baseline = (float(b[0]), float(b[1]))
         description = c.string(traw, "description", where, default="")
+        task_sessions = c.id_list(traw, "sessions", where)
+        if task_sessions is not None and not is_moabb:
+            if "session" not in fields:
+                c.fail(where, "sessions given but [files] pattern has no {session} placeholder")
+            absent = [w for w in task_sessions if not any(_same_id(w, v) for v in sessions)]
+            if absent:
+                c.fail(where, f"sessions {absent} are not among the [files] sessions "
+                              f"{list(sessions)}")
+        resample = c.number(traw, "resample", where, required=False)
+        if resample is not None and not resample > 0:
+            c.fail(where, f"resample must be a positive rate in Hz; got {resample:g}")
+        per_subject = traw.get("classes_per_subject", False)
+        if not isinstance(per_subject, bool):
+            c.fail(where, f"classes_per_subject must be true or false; got {per_subject!r:.60}")
         tasks[tname] = TaskSpec(name=tname, tmin=tmin, tmax=tmax, groups=tuple(groups),
                                 classes=tuple(classes), baseline=baseline,
-                                description=description)
+                                description=description, sessions=task_sessions,
+                                resample=resample, classes_per_subject=per_subject)
     if modality != "fmri" and not tasks:
         c.fail("tasks", "define at least one [tasks.<name>] table")
     if default_task is not None and default_task not in tasks:
@@ -991,7 +1137,8 @@ def load_card(path: str | os.PathLike) -> DatasetCard:
                           f"{sorted(tasks)}")
     return DatasetCard(path=path, name=name, modality=modality, root=root, pattern=pattern,
                        subjects=subjects, tasks=tasks, channels=channels, sessions=sessions,
-                       fetcher=fetcher, site=site, default_task=default_task, **texts)
+                       fetcher=fetcher, site=site, default_task=default_task, format=fmt,
+                       artificial_subjects=tuple(artificial), **texts)
 
 
 def list_cards(directory: str | os.PathLike = "datasets") -> list[DatasetCard]:

@@ -33,8 +33,18 @@ def is_classical(name: str) -> bool:
     return name in CLASSICAL
 
 
+def _import_braindecode_models():
+    """braindecode.models, without the MNE montage-rename FutureWarnings its import emits."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*Montage name.*")
+        import braindecode.models as bm
+    return bm
+
+
 def _braindecode_class(name: str):
-    import braindecode.models as bm
+    bm = _import_braindecode_models()
 
     cls = getattr(bm, name, None)
     if cls is None or not inspect.isclass(cls):
@@ -44,9 +54,9 @@ def _braindecode_class(name: str):
 
 def available_models() -> list[str]:
     """Names accepted by :func:`get_model` (bcikit, classical, then braindecode models)."""
-    import braindecode.models as bm
     import torch
 
+    bm = _import_braindecode_models()
     bd = sorted(n for n, c in vars(bm).items()
                 if inspect.isclass(c) and issubclass(c, torch.nn.Module) and n[0].isupper()
                 and "n_outputs" in inspect.signature(c).parameters)
