@@ -161,9 +161,17 @@ COMMANDS = {"run": _cmd_run, "compare": _cmd_compare, "info": _cmd_info, "datase
             "simulate": _cmd_simulate}
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings on the command line: one line, no source excerpt."""
+    print(f"bcikit: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bcikit`` command; returns the exit status."""
+    import warnings
+
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    warnings.showwarning = _show_warning
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

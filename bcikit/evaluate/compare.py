@@ -490,7 +490,8 @@ def plot_confusions(result: ComparisonResult, runs: list[_Run],
     k = len(runs)
     n_cls = max(1, len(result.classes))
     size = 1.0 * n_cls + 1.8
-    fig, axes = plt.subplots(1, k, figsize=(size * k + 0.8, size + 0.6), squeeze=False)
+    fig, axes = plt.subplots(1, k, figsize=(size * k + 1.2, size + 0.8), squeeze=False,
+                             layout="constrained")
     im = None
     for ax, name, run in zip(axes[0], result.pipelines, runs):
         cm = run.metrics.get("confusion")

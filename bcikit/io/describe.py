@@ -155,7 +155,7 @@ def _describe_card(path: Path) -> str:
             lines.append(f"    {runs}: {mapping}")
         if root is not None:
             recs = card.recordings(task=name)
-            present = sum(r.path.is_file() for r in recs)
+            present = sum(r.present for r in recs)
             lines.append(f"    files present: {present} of {len(recs)}")
     return "\n".join(lines)
 
