@@ -147,7 +147,7 @@ def _fit_split(cfg: PipelineConfig, ts, split, seed: int, *, device: str, ckpt_d
         chs_info = train.info["chs"] if train.info is not None else None
         model = get_model(cfg.model.name, n_chans=train.n_chans, n_outputs=n_classes,
                           n_times=train.n_times, sfreq=train.sfreq, chs_info=chs_info,
-                          **cfg.model.params)
+                          classes=ts.classes, **cfg.model.params)
         t = cfg.train
         trainer = Trainer(model, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                           optimizer=t.optimizer, weight_decay=t.weight_decay,

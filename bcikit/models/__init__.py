@@ -16,8 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
+# bcikit models live in their own modules, imported the first time they are asked for
+_MODULES = {"MVCNet": "bcikit.models.mvcnet", "MVCNetStem": "bcikit.models.mvcnet"}
 CLASSICAL = ("csp_lda", "ts_lr")
-SIGNAL_PARAMS = ("n_chans", "n_outputs", "n_times", "sfreq", "chs_info")
+SIGNAL_PARAMS = ("n_chans", "n_outputs", "n_times", "sfreq", "chs_info", "classes")
 
 
 def register_model(name: str):
@@ -60,12 +62,12 @@ def available_models() -> list[str]:
     bd = sorted(n for n, c in vars(bm).items()
                 if inspect.isclass(c) and issubclass(c, torch.nn.Module) and n[0].isupper()
                 and "n_outputs" in inspect.signature(c).parameters)
-    return sorted(_REGISTRY) + list(CLASSICAL) + bd
+    return sorted(set(_REGISTRY) | set(_MODULES)) + list(CLASSICAL) + bd
 
 
 def get_model(name: str, *, n_chans: int | None = None, n_outputs: int | None = None,
               n_times: int | None = None, sfreq: float | None = None, chs_info=None,
-              **params) -> Any:
+              classes=None, **params) -> Any:
     """Build the model called ``name`` for data of the given shape.
 
     Parameters
@@ -74,6 +76,8 @@ def get_model(name: str, *, n_chans: int | None = None, n_outputs: int | None = 
         A registered bcikit model, ``"csp_lda"``/``"ts_lr"``, or a braindecode model class name.
     n_chans, n_outputs, n_times, sfreq, chs_info
         The braindecode signal parameters; passed on when the model accepts them.
+    classes : list of str or None
+        Class names, passed to models that use them (MVCNet's channel-reflection view).
     **params
         Model hyperparameters (``[model.params]`` of a pipeline file).
 
@@ -86,6 +90,10 @@ def get_model(name: str, *, n_chans: int | None = None, n_outputs: int | None = 
         from .baselines import make_baseline
 
         return make_baseline(name, **params)
+    if name in _MODULES and name not in _REGISTRY:
+        import importlib
+
+        importlib.import_module(_MODULES[name])
     cls = _REGISTRY.get(name) or _braindecode_class(name)
     if cls is None:
         import difflib
@@ -102,9 +110,9 @@ def get_model(name: str, *, n_chans: int | None = None, n_outputs: int | None = 
         if key in SIGNAL_PARAMS:
             raise ValueError(f"[model.params] must not set {key!r}: it comes from the data.")
     signal = dict(n_chans=n_chans, n_outputs=n_outputs, n_times=n_times, sfreq=sfreq,
-                  chs_info=chs_info)
+                  chs_info=chs_info, classes=None if classes is None else list(classes))
     kwargs = {k: v for k, v in signal.items()
-              if v is not None and (k in sig.parameters or accepts_kwargs)}
+              if v is not None and (k in sig.parameters or (accepts_kwargs and k != "classes"))}
     return cls(**kwargs, **params)
 
 
@@ -113,5 +121,13 @@ def count_parameters(model, *, trainable_only: bool = True) -> int:
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only))
 
 
-__all__ = ["register_model", "get_model", "available_models", "is_classical", "count_parameters",
+def __getattr__(name: str):
+    if name in _MODULES:
+        import importlib
+
+        return getattr(importlib.import_module(_MODULES[name]), name)
+    raise AttributeError(f"module 'bcikit.models' has no attribute {name!r}")
+
+
+__all__ = ["MVCNet", "register_model", "get_model", "available_models", "is_classical", "count_parameters",
            "CLASSICAL"]

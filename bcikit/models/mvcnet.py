@@ -461,3 +461,52 @@ class MVCNet(nn.Module):
         return (f"n_chans={self.n_chans}, n_outputs={self.n_outputs}, n_times={self.n_times}, "
                 f"sfreq={self.sfreq}, pool_size={self.pool_size}, "
                 f"encoder_layers={self.encoder_layers}, views={self.resolved_views()}")
+
+
+@register_model("MVCNetStem")
+class MVCNetStem(nn.Module):
+    """MVCNet's deployed network alone (IFNet stem + linear head), trained with plain
+    cross-entropy: the "same stem trained with cross-entropy only" baseline of the MVCNet spec.
+
+    Identical layers and initialisation as the ``cnn`` and ``head`` of :class:`MVCNet`
+    (6,722 parameters for 22 channels, 250 Hz, 4 s); it has no ``training_loss``, so
+    :class:`bcikit.train.Trainer` trains it with cross-entropy on the raw trials.
+    """
+
+    def __init__(self, n_chans: int | None = None, n_outputs: int | None = None,
+                 n_times: int | None = None, sfreq: float | None = None, chs_info: Any = None,
+                 *, pool_size: int | None = None):
+        super().__init__()
+        o = "MVCNetStem"
+        if n_chans is None:
+            if chs_info is None:
+                raise ValueError(f"{o} needs the number of channels: pass n_chans or chs_info.")
+            n_chans = len(_ch_names_from(chs_info))
+        for name, value in (("n_chans", n_chans), ("n_outputs", n_outputs), ("n_times", n_times)):
+            if value is None:
+                raise ValueError(f"{o} needs {name}.")
+            validate_type(value, "int", name, owner=o)
+            check_range(value, name, low=1, owner=o)
+        if pool_size is None:
+            if sfreq is None:
+                raise ValueError(f"{o} needs sfreq (the default pool_size is round(0.5 * "
+                                 "sfreq)) or an explicit pool_size.")
+            pool_size = int(round(0.5 * sfreq))
+        validate_type(pool_size, "int", "pool_size", owner=o)
+        check_range(pool_size, "pool_size", low=1, high=n_times, owner=o)
+        self.cnn = nn.Sequential(OrderedDict([
+            ("spatial", nn.Conv1d(n_chans, N_FILTERS, 1, bias=False)),
+            ("spatial_bn", nn.BatchNorm1d(N_FILTERS)),
+            ("temporal", nn.Conv1d(N_FILTERS, N_FILTERS, KERNEL_SIZE, padding=KERNEL_SIZE // 2,
+                                   groups=N_FILTERS, bias=False)),
+            ("temporal_bn", nn.BatchNorm1d(N_FILTERS)),
+            ("act", nn.GELU()),
+            ("pool", nn.AvgPool1d(pool_size, stride=pool_size)),
+            ("dropout", nn.Dropout(0.5)),
+            ("flatten", nn.Flatten()),
+        ]))
+        self.head = nn.Linear(N_FILTERS * (n_times // pool_size), n_outputs)
+        MVCNet._init_stem(self)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.head(self.cnn(X))

@@ -264,7 +264,9 @@ class _Data:
             sizes = [len(c) for c in chunks]
             flat = torch.cat(list(chunks)).to(self.device, non_blocking=True)
             for idx in flat.split(sizes):
-                yield self.X[idx], (self.y[idx] if self.y is not None else None)
+                # index_select: the same rows as X[idx], gathered faster
+                yield (self.X.index_select(0, idx),
+                       self.y.index_select(0, idx) if self.y is not None else None)
             return
         loader = torch.utils.data.DataLoader(
             _IndexedArrays(self.X, self.y), batch_size=None, sampler=list(chunks),
@@ -278,13 +280,35 @@ class _Data:
             yield xb, yb
 
 
+#: Elements checked at a time by :func:`_all_finite` (its temporary mask stays this small).
+_FINITE_CHUNK = 1 << 22
+
+
+def _all_finite(a: Any) -> bool:
+    """``isfinite(a).all()`` for a float array or tensor, trial block by trial block.
+
+    The check never builds a mask as large as the data (a quarter of their size for float32),
+    and a memory-mapped array is read a block at a time.
+    """
+    isfinite = torch.isfinite if isinstance(a, torch.Tensor) else np.isfinite
+    if a.ndim == 0:
+        return bool(isfinite(a))
+    n = a.shape[0]
+    per_trial = max(1, int(np.prod(a.shape[1:], dtype=np.int64)))
+    step = max(1, _FINITE_CHUNK // per_trial)
+    for start in range(0, n, step):
+        if not bool(isfinite(a[start:start + step]).all()):
+            return False
+    return True
+
+
 def _check_X(X: Any, name: str) -> Any:
     if isinstance(X, torch.Tensor):
         arr = X.detach()
         if arr.is_complex() or arr.dtype == torch.bool:
             raise TypeError(f"{name!r} must hold real numbers. Got dtype {arr.dtype}.")
         if arr.is_floating_point():
-            if not bool(torch.isfinite(arr).all()):
+            if not _all_finite(arr):
                 raise ValueError(f"{name!r} contains NaN or infinite values.")
             arr = arr.float()
     else:
@@ -298,7 +322,7 @@ def _check_X(X: Any, name: str) -> Any:
         if arr.dtype.kind not in "fiu":
             raise TypeError(f"{name!r} must hold real numbers. Got dtype {arr.dtype}.")
         if arr.dtype.kind == "f":
-            if not np.isfinite(arr).all():
+            if not _all_finite(arr):
                 raise ValueError(f"{name!r} contains NaN or infinite values.")
             if arr.dtype != np.float32 and not _is_memmap(arr):
                 arr = arr.astype(np.float32)  # memory maps are converted batch by batch
@@ -666,11 +690,28 @@ class Trainer:
                 raise TypeError(f"The 'optimizer' callable of {_OWNER} must return a "
                                 f"torch.optim.Optimizer. Got {type(opt).__name__}.")
             return opt
+        impl = self._optimizer_impl(model, params)
         if self.optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, **impl)
         if self.optimizer == "adam":
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        return torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=self.weight_decay)
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, **impl)
+        return torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=self.weight_decay,
+                               **impl)
+
+    @staticmethod
+    def _optimizer_impl(model: torch.nn.Module, params: Sequence[torch.Tensor]) -> dict:
+        """The ``fused``/``foreach`` arguments of the built-in optimisers.
+
+        torch's fused kernels (one pass over all parameters) where every parameter is a
+        floating-point tensor on the CPU or a CUDA device and no gradient can be sparse; torch's
+        default implementation elsewhere. Same update rule; on the CPU the default is a Python
+        loop over the parameter tensors, several times slower per step.
+        """
+        sparse = any(getattr(m, "sparse", False) is True for m in model.modules()
+                     if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag)))
+        fused = (not sparse and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
+                                    for p in params))
+        return {"fused": True if fused else None, "foreach": None}
 
     def _make_scheduler(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
         if self.scheduler is None:
@@ -812,6 +853,11 @@ class Trainer:
             self._check_fingerprint(ckpt, fingerprint, ckpt_path)
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
+            if not callable(self.optimizer):  # loading restores the saved implementation flags
+                impl = self._optimizer_impl(model, [p for g in optimizer.param_groups
+                                                    for p in g["params"]])
+                for group in optimizer.param_groups:
+                    group.update(impl)
             if scheduler is not None and ckpt.get("scheduler") is not None:
                 scheduler.load_state_dict(ckpt["scheduler"])
             if scaler.is_enabled() and ckpt.get("scaler"):
@@ -967,11 +1013,13 @@ class Trainer:
         params = [p for g in optimizer.param_groups for p in g["params"]]
         for (xb, yb), (idx, n_global) in zip(data.batches([p[0] for p in plan]), plan):
             nb = len(idx)
+            # before the forward pass: the last step's gradients are freed before this step's
+            # activations are allocated, so they never take memory at the same time
+            optimizer.zero_grad(set_to_none=True)
             with _autocast(device, precision):
                 out = step_module(xb, yb) if step_module is not None else train_fn(model, xb, yb)
             loss, logits = self._unpack(out)
             factor = nb * ctx.world_size / n_global  # exact mean over uneven shards under DDP
-            optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss if factor == 1.0 else loss * factor).backward()
             if self.grad_clip is not None:
                 scaler.unscale_(optimizer)
