@@ -12,6 +12,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = ("io", "data", "simulate", "models", "train", "evaluate", "config", "pipeline",
+               "estimators",
                "utils")
 
 

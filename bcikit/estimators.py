@@ -178,7 +178,7 @@ class BCIClassifier(ClassifierMixin, BaseEstimator):
         return {"optimizer": self.optimizer, "weight_decay": self.weight_decay,
                 "scheduler": self.scheduler, "patience": self.patience}
 
-    def _check_model_params(self, n_chans: int, classes: np.ndarray) -> None:
+    def _check_model_params(self, n_chans: int, n_times: int, classes: np.ndarray) -> None:
         """Checks of the model-specific parameters once the data are known (subclasses)."""
 
     # ------------------------------------------------------------------ parameter checks
@@ -212,6 +212,11 @@ class BCIClassifier(ClassifierMixin, BaseEstimator):
                                 f"{bad[0]!r} ({type(bad[0]).__name__}) instead.")
         if hasattr(self, "model_params"):
             validate_type(self.model_params, (dict, None), "model_params", owner=o)
+            clash = [k for k in (self.model_params or {}) if k in _SIGNAL_PARAMS]
+            if clash:
+                raise ValueError(f"The 'model_params' parameter of {o} must not set {clash}: "
+                                 f"the signal parameters come from the data (X, sfreq, "
+                                 f"ch_names).")
         validate_type(self.epochs, "int", "epochs", owner=o)
         check_range(self.epochs, "epochs", low=1, owner=o)
         validate_type(self.batch_size, "int", "batch_size", owner=o)
@@ -428,7 +433,7 @@ class BCIClassifier(ClassifierMixin, BaseEstimator):
         if len(classes) < 2:
             raise ValueError(f"{self._owner}.fit needs at least 2 classes in y; got 1 class "
                              f"({classes[0]!r}).")
-        self._check_model_params(X.shape[1], classes)
+        self._check_model_params(X.shape[1], X.shape[2], classes)
         y_codes = encoder.transform(y).astype(np.int64)
         self.classes_ = classes
         self.n_chans_, self.n_times_ = int(X.shape[1]), int(X.shape[2])
@@ -552,16 +557,23 @@ random_state, verbose
 
     Attributes
     ----------
+    model_ : bcikit.models.mvcnet.MVCNetDeployed
+        The deployed network (CNN + head, eval mode). The training-only Transformer branch is
+        not kept; train :class:`~bcikit.models.mvcnet.MVCNet` with
+        :class:`bcikit.train.Trainer` to inspect it.
     views_ : list of str
-        The views the fitted model trained with.
-    classes_, n_chans_, n_times_, n_features_in_, R_inv_sqrt_, model_, history_, seed_, device_
+        The views the model trained with.
+    n_params_deployed_, n_params_training_ : int
+        Parameters of the deployed part and of the whole training network.
+    classes_, n_chans_, n_times_, n_features_in_, R_inv_sqrt_, history_, seed_, device_
         As :class:`BCIClassifier`.
 
     Examples
     --------
     >>> from bcikit.simulate import make_motor_imagery
     >>> ts = make_motor_imagery(n_subjects=1, n_sessions=1)               # doctest: +SKIP
-    >>> clf = MVCNetClassifier(sfreq=ts.sfreq, ch_names=ts.ch_names, random_state=1)
+    >>> clf = MVCNetClassifier(sfreq=ts.sfreq, ch_names=ts.ch_names,
+    ...                        random_state=1)                         # doctest: +SKIP
     >>> clf.fit(ts.X, ts.label_names).views_                              # doctest: +SKIP
     ['flip', 'fshift', 'cr']
     """
@@ -636,6 +648,20 @@ random_state, verbose
                 check_option(v, tuple(VIEWS), "views", owner=o)
         super()._validate_params()
 
+    def _check_model_params(self, n_chans: int, n_times: int, classes: np.ndarray) -> None:
+        o = self._owner
+        if n_times % self.n_heads:
+            raise ValueError(f"X has {n_times} time samples per trial, but the Transformer of "
+                             f"{o} uses them as d_model, split over n_heads={self.n_heads} "
+                             f"heads: crop or resample the trials to a multiple of "
+                             f"{self.n_heads} samples, or change n_heads.")
+        pool = self.pool_size if self.pool_size is not None else int(round(0.5 * self.sfreq))
+        if pool > n_times:
+            raise ValueError(f"The pooling window of {o} ({pool} samples"
+                             f"{'' if self.pool_size is not None else ', round(0.5 * sfreq)'}) "
+                             f"is longer than the trials ({n_times} samples): pass a smaller "
+                             f"pool_size or check sfreq={self.sfreq}.")
+
     def _model_kwargs(self, classes: np.ndarray) -> dict:
         return {"views": None if self.views is None else list(self.views),
                 "classes": [str(c) for c in classes]}
@@ -643,5 +669,12 @@ random_state, verbose
     def fit(self, X: Any, y: Any) -> "MVCNetClassifier":
         """Fit alignment and MVCNet on training trials (see :meth:`BCIClassifier.fit`)."""
         super().fit(X, y)
-        self.views_ = list(self.model_.resolved_views())
+        full = self.model_
+        self.views_ = list(full.resolved_views())
+        self.n_params_deployed_ = int(full.count_parameters("deployed"))
+        self.n_params_training_ = int(full.count_parameters("training"))
+        # keep what predicts: the CNN + head (the Transformer branch is for training only and
+        # holds 50-300 M parameters at real sizes); the full network is freed here
+        self.model_ = full.deployed_module()
+        del full
         return self

@@ -164,6 +164,8 @@ def _fit_split(cfg: PipelineConfig, ts, split, seed: int, *, device: str, ckpt_d
         pred = proba.argmax(axis=1)
         out["history"] = pd.DataFrame(trainer.history_)
         out["n_params"] = count_parameters(model)
+        if hasattr(model, "count_parameters"):  # e.g. MVCNet: deployed part vs training total
+            out["n_params_deployed"] = int(model.count_parameters("deployed"))
         out["best_epoch"] = int(getattr(trainer, "best_epoch_", -1))
         out["device"] = str(trainer.device_)
         if ckpt_dir is not None and _rank() == 0:
@@ -287,6 +289,7 @@ def run_pipeline(config: PipelineConfig | str | Path | dict, *, dataset: str | P
     writer = _rank() == 0  # under torchrun, rank 0 alone writes files
     rows, histories, predictions = [], [], []
     used_device = device
+    n_deployed = None
     cm_total = None
     n_params = None
     bar = progress(jobs, desc=f"{cfg.pipeline.name}", verbose=verbose)
@@ -311,7 +314,8 @@ def run_pipeline(config: PipelineConfig | str | Path | dict, *, dataset: str | P
                    "n_classes": fitted["n_classes"], "n_train": fitted["n_train"],
                    "n_valid": fitted["n_valid"], "n_test": fitted["n_test"],
                    "fit_seconds": fitted["fit_seconds"], "n_params": fitted["n_params"],
-                   "best_epoch": fitted.get("best_epoch"), "device": fitted.get("device", "cpu")}
+                   "best_epoch": fitted.get("best_epoch"),
+                   "n_params_deployed": fitted.get("n_params_deployed"), "device": fitted.get("device", "cpu")}
             hist = fitted["history"]
             if writer:
                 if hist is not None:
@@ -331,6 +335,7 @@ def run_pipeline(config: PipelineConfig | str | Path | dict, *, dataset: str | P
         cm = confusion(res["y_true"], res["pred"], res["n_classes"])
         cm_total = cm if cm_total is None else cm_total + cm
         n_params = res.get("n_params") or n_params
+        n_deployed = res.get("n_params_deployed") or n_deployed
         used_device = res.get("device", device)
         if hist is not None:
             hist = hist.copy()
@@ -345,7 +350,8 @@ def run_pipeline(config: PipelineConfig | str | Path | dict, *, dataset: str | P
     if not writer:
         return RunResult(run_dir, {}, scores)
     metrics = _write_outputs(run_dir, cfg, sets, source, protocol, scores, histories, predictions,
-                             cm_total, classes, n_params, used_device, time.perf_counter() - t_start)
+                             cm_total, classes, n_params, used_device, time.perf_counter() - t_start,
+                             n_deployed)
     return RunResult(run_dir, metrics, scores)
 
 
@@ -362,7 +368,7 @@ def _versions() -> dict:
 
 
 def _write_outputs(run_dir, cfg, sets, source, protocol, scores, histories, predictions, cm,
-                   classes, n_params, device, seconds) -> dict:
+                   classes, n_params, device, seconds, n_deployed=None) -> dict:
     from .evaluate import chance_threshold, summarise
     from .evaluate.figures import plot_confusion, plot_learning_curves, plot_per_subject
 
@@ -379,6 +385,7 @@ def _write_outputs(run_dir, cfg, sets, source, protocol, scores, histories, pred
     }
     metrics = {
         "pipeline": cfg.pipeline.name, "model": cfg.model.name, "n_params": n_params,
+        "n_params_deployed": n_deployed,
         "protocol": cfg.evaluate.protocol, "protocol_description": protocol.describe(),
         "seeds": cfg.evaluate.seeds, "data": data_desc, "summary": summary,
         "chance_level": 1.0 / len(classes), "chance_threshold_p05": chance,
@@ -421,8 +428,10 @@ def _write_report(run_dir, cfg, metrics, scores, figs, ts0) -> None:
              f"{cfg.preprocess.bandpass}, resample {cfg.preprocess.resample}, alignment "
              f"{cfg.preprocess.alignment}, scale {cfg.preprocess.scale}",
              "", "## Model", "", f"- {cfg.model.name} {cfg.model.params or ''}",
-             f"- trainable parameters: {metrics['n_params']}" if metrics["n_params"] else
-             "- classical baseline (scikit-learn)",
+             (f"- trainable parameters: {metrics['n_params']:,}"
+              + (f" (deployed: {metrics['n_params_deployed']:,})"
+                 if metrics.get("n_params_deployed") else ""))
+             if metrics["n_params"] else "- classical baseline (scikit-learn)",
              f"- device: {metrics['device']}", "", "## Results", ""]
     if "accuracy" in s:
         acc = s["accuracy"]

@@ -175,7 +175,10 @@ class ComparisonResult:
         return self.pipelines[0]
 
     def to_markdown(self, figures: list[str] | None = None) -> str:
-        """The comparison as a Markdown document (what ``comparison.md`` holds)."""
+        """The comparison as a Markdown document (what ``comparison.md`` holds); ``figures``
+        defaults to the figures written by :func:`compare_runs`."""
+        if figures is None:
+            figures = [str(f) for f in self.files if Path(f).suffix == ".png"]
         m = self.metric
         lines = [f"# Comparison: {', '.join(self.pipelines)}", "",
                  f"- metric: {m}; protocol: {self.protocol}; subjects: "

@@ -407,8 +407,11 @@ class Trainer:
     lr : float
         Learning rate (> 0).
     optimizer : {'adamw', 'adam', 'sgd'} or callable
-        ``'sgd'`` uses momentum 0.9. A callable is called as
-        ``optimizer(params, lr=lr, weight_decay=weight_decay)`` (an optimiser class works).
+        ``'sgd'`` uses momentum 0.9. These three use torch's fused kernels when every parameter
+        is a floating-point tensor on the CPU or a CUDA device (the same update rule as torch's
+        default implementation, to rounding; several times faster per step on the CPU). A
+        callable is called as ``optimizer(params, lr=lr, weight_decay=weight_decay)`` (an
+        optimiser class works).
     weight_decay : float
         Weight decay (>= 0).
     scheduler : None, 'cosine' or callable
@@ -1029,11 +1032,11 @@ class Trainer:
             if scheduler is not None:
                 scheduler.step()
             state["global_step"] += 1
-            loss_sum += loss.detach().to(acc_dtype) * nb
+            loss_sum.add_(loss.detach(), alpha=nb)  # one op; computed in acc_dtype
             n_seen += nb
             if (logits is not None and logits.ndim == 2 and yb is not None and yb.ndim == 1
                     and not yb.is_floating_point() and len(logits) == nb):
-                correct += (logits.detach().argmax(1) == yb).sum().to(acc_dtype)
+                correct.add_((logits.detach().argmax(1) == yb).sum())
                 n_scored += nb
             if batch_cbs:
                 logs = {"epoch": epoch, "loss": float(loss.detach()), "batch_size": nb,
@@ -1066,11 +1069,11 @@ class Trainer:
                 for xb, yb in data.batches(chunks):
                     loss, logits = self._unpack(eval_fn(model, xb, yb))
                     nb = len(xb)
-                    loss_sum += loss.detach().to(acc_dtype) * nb
+                    loss_sum.add_(loss.detach(), alpha=nb)
                     n_seen += nb
                     if (logits is not None and logits.ndim == 2 and yb.ndim == 1
                             and not yb.is_floating_point() and len(logits) == nb):
-                        correct += (logits.argmax(1) == yb).sum().to(acc_dtype)
+                        correct.add_((logits.argmax(1) == yb).sum())
                         n_scored += nb
         finally:
             model.train(was_training)
