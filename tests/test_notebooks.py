@@ -21,7 +21,6 @@ def test_notebook_executes(path, tmp_path):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
-    # the notebook's own check: the nets and CSP beat chance on the simulator's held-out session
-    outputs = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
-                      for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "CSP+LDA" in outputs and "accuracy" in outputs
+    # each notebook states its own checks as asserts in its cells (chance bars, parameter
+    # counts), so executing without error means they held; make sure there are some
+    assert any("assert " in c.source for c in nb.cells if c.cell_type == "code")
