@@ -98,6 +98,8 @@ README_BEGIN = "<!-- bench_training:begin -->"
 README_END = "<!-- bench_training:end -->"
 DEFAULT_MODELS = ("ShallowFBCSPNet", "EEGNet")
 SIDES = ("bcikit", "braindecode")
+#: The optional third side: bcikit imported from ``--baseline`` (an earlier version).
+BASELINE = "bcikit_baseline"
 
 #: The simulated recording: BNCI2014_001-like, one subject, one session.
 DATA = {"n_subjects": 1, "n_sessions": 1, "n_runs": 6, "n_classes": 4,
@@ -132,6 +134,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--table-from", type=Path, default=None, metavar="JSON",
                    help="measure nothing: print the tables of an existing results file (and "
                         "with --update-readme put them into benchmarks/README.md)")
+    p.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                   help="also time the Trainer of another bcikit version: DIR holds its "
+                        "'bcikit' package (e.g. a git worktree of an earlier commit) and is put "
+                        "first on PYTHONPATH for a third side, 'bcikit_baseline'")
     p.add_argument("--_worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._worker is not None or args.table_from is not None:
@@ -145,6 +151,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--lr must be > 0 and --weight-decay >= 0; got {args.lr}, {args.weight_decay}")
     if not 0 <= args.seed < 2**32:
         p.error(f"--seed must be in [0, 2**32 - 1]; got {args.seed}")
+    if args.baseline is not None and not (args.baseline / "bcikit" / "__init__.py").is_file():
+        p.error(f"--baseline: {str(args.baseline)!r} holds no 'bcikit' package "
+                "(bcikit/__init__.py)")
     if args.out.exists() and not args.overwrite:
         p.error(f"{str(args.out)!r} already exists; pass --overwrite to replace it")
     return args
@@ -312,7 +321,7 @@ def worker_main(spec_path: Path) -> int:
     rss_before = _rss_mb()
     maxrss_before = _maxrss_mb()
 
-    if side == "bcikit":
+    if side in ("bcikit", BASELINE):
         t0, c0 = time.perf_counter(), time.process_time()
         trainer = Trainer(model, epochs=epochs, batch_size=bs, lr=spec["lr"],
                           optimizer="adamw", weight_decay=spec["weight_decay"], device="cpu",
@@ -361,7 +370,7 @@ def worker_main(spec_path: Path) -> int:
                    "epochs_run": len(h)}
         trained = clf.module_
     else:
-        raise ValueError(f"unknown side {side!r}; expected one of {SIDES}")
+        raise ValueError(f"unknown side {side!r}; expected one of {SIDES + (BASELINE,)}")
     maxrss_after = _maxrss_mb()
 
     steady = epoch_s[1:] if len(epoch_s) > 1 else epoch_s
@@ -412,30 +421,33 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def compare(cases: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    b, d = cases["bcikit"], cases["braindecode"]
-    paired = [rb["trials_per_s"] / rd["trials_per_s"]
-              for rb, rd in zip(runs["bcikit"], runs["braindecode"])]
-    fb, fd = b["scored_after_fit"], d["scored_after_fit"]
+def compare(a: str, b: str, cases: dict[str, Any], runs: dict[str, list[dict[str, Any]]]
+            ) -> dict[str, Any]:
+    """Side ``a`` over side ``b``: throughput above 1 means ``a`` trains faster, memory below 1
+    means ``a`` needs less."""
+    ca, cb = cases[a], cases[b]
+    paired = [ra["trials_per_s"] / rb["trials_per_s"] for ra, rb in zip(runs[a], runs[b])]
+    fa, fb = ca["scored_after_fit"], cb["scored_after_fit"]
+    mem_b = cb["peak_rss_delta_mb"]["median"]
     return {
-        # above 1: bcikit trains faster
-        "throughput_bcikit_over_braindecode":
-            b["trials_per_s"]["median"] / d["trials_per_s"]["median"],
+        "throughput": ca["trials_per_s"]["median"] / cb["trials_per_s"]["median"],
         "throughput_paired_median": statistics.median(paired),
         "throughput_paired_values": paired,
-        "throughput_cpu_time_bcikit_over_braindecode":
-            b["trials_per_cpu_s"]["median"] / d["trials_per_cpu_s"]["median"],
-        "steady_epoch_speed_bcikit_over_braindecode":
-            d["steady_epoch_s"]["median"] / b["steady_epoch_s"]["median"],
-        # below 1: bcikit needs less memory
-        "peak_rss_delta_bcikit_over_braindecode":
-            (b["peak_rss_delta_mb"]["median"] / d["peak_rss_delta_mb"]["median"]
-             if d["peak_rss_delta_mb"]["median"] > 0 else None),
-        "final_train_loss_difference": b["final_history"]["train_loss"]
-            - d["final_history"]["train_loss"],
-        "scored_train_accuracy_difference": fb["train"]["accuracy"] - fd["train"]["accuracy"],
-        "scored_valid_accuracy_difference": fb["valid"]["accuracy"] - fd["valid"]["accuracy"],
+        "throughput_cpu_time": ca["trials_per_cpu_s"]["median"] / cb["trials_per_cpu_s"]["median"],
+        "steady_epoch_speed": cb["steady_epoch_s"]["median"] / ca["steady_epoch_s"]["median"],
+        "peak_rss_delta": ca["peak_rss_delta_mb"]["median"] / mem_b if mem_b > 0 else None,
+        "final_train_loss_difference": ca["final_history"]["train_loss"]
+            - cb["final_history"]["train_loss"],
+        "scored_train_accuracy_difference": fa["train"]["accuracy"] - fb["train"]["accuracy"],
+        "scored_valid_accuracy_difference": fa["valid"]["accuracy"] - fb["valid"]["accuracy"],
     }
+
+
+def _pairs(sides: tuple[str, ...]) -> list[tuple[str, str]]:
+    pairs = [("bcikit", "braindecode")]
+    if BASELINE in sides:
+        pairs += [("bcikit", BASELINE), (BASELINE, "braindecode")]
+    return pairs
 
 
 def run_benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
@@ -450,9 +462,16 @@ def run_benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         init_path = scratch / f"init-{name}.pt"
         models[name] = {"model": make_initial_weights(name, kwargs, args.seed, init_path),
                         "init_path": init_path}
-    runs: dict[str, dict[str, list]] = {m: {s: [] for s in SIDES} for m in args.models}
+    sides = SIDES + ((BASELINE,) if args.baseline is not None else ())
+    baseline_env = ({"PYTHONPATH": os.pathsep.join(
+        [str(args.baseline.resolve())] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+        if args.baseline is not None else None)
+    runs: dict[str, dict[str, list]] = {m: {s: [] for s in sides} for m in args.models}
     for repeat in range(args.repeats):
-        order = SIDES if repeat % 2 == 0 else SIDES[::-1]
+        # every side runs first, second, ... in turn
+        order = sides[repeat % len(sides):] + sides[:repeat % len(sides)]
+        if repeat % 2 == 1:
+            order = order[::-1]
         for name in args.models:
             for side in order:
                 spec = {"side": side, "model": name, "repeat": repeat, "model_kwargs": kwargs,
@@ -462,9 +481,10 @@ def run_benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                         "weight_decay": args.weight_decay, "threads": args.threads,
                         "seed": args.seed}
-                r = run_worker(spec, scratch)
+                r = run_worker(spec, scratch,
+                               env_extra=baseline_env if side == BASELINE else None)
                 runs[name][side].append(r)
-                print(f"  repeat {repeat + 1}/{args.repeats}  {name:16s} {side:12s} "
+                print(f"  repeat {repeat + 1}/{args.repeats}  {name:16s} {side:15s} "
                       f"fit {r['fit_time_s']:7.2f} s  {r['trials_per_s']:7.1f} trials/s  "
                       f"steady epoch {r['steady_epoch_s']:6.2f} s  "
                       f"peak RSS +{r['peak_rss_delta_mb']:6.1f} MB  "
@@ -472,11 +492,12 @@ def run_benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                       f"(load {r['load_average_start'][0]:.1f})", flush=True)
     out: dict[str, Any] = {}
     for name in args.models:
-        cases = {s: summarise(runs[name][s]) for s in SIDES}
+        cases = {s: summarise(runs[name][s]) for s in sides}
         out[name] = {"model": models[name]["model"], "cases": cases,
-                     "ratios": compare(cases, runs[name]),
+                     "ratios": {f"{a}/{b}": compare(a, b, cases, runs[name])
+                                for a, b in _pairs(sides)},
                      "runs": runs[name]}
-    return {"data": data_info, "models": out}
+    return {"data": data_info, "models": out, "sides": list(sides)}
 
 
 WORK_PER_EPOCH = {
@@ -528,9 +549,16 @@ def markdown(results: dict[str, Any]) -> str:
                      "three quarters of the CPU count): treat these numbers as provisional and "
                      "re-run on a quiet machine.**")
     lines.append("")
+    sides = st.get("sides") or list(SIDES)
+    if BASELINE in sides:
+        first = next(iter(results["models"].values()))["cases"]
+        lines += [f"`{BASELINE}`: bcikit imported from `{st.get('baseline')}` (Trainer source "
+                  f"SHA-256 {first[BASELINE]['details'].get('trainer_sha256', '?')[:12]}; "
+                  f"`bcikit`: {first['bcikit']['details'].get('trainer_sha256', '?')[:12]}).",
+                  ""]
     rows = []
     for name, r in results["models"].items():
-        for side in SIDES:
+        for side in sides:
             c = r["cases"][side]
             fh, sc = c["final_history"], c["scored_after_fit"]
             rows.append([name, side, f"{c['fit_time_s']['median']:.2f}",
@@ -545,19 +573,18 @@ def markdown(results: dict[str, Any]) -> str:
         "model", "side", "fit (s)", "trials/s", "trials/CPU-s", "epoch 2+ (s)",
         "peak RSS rise (MB)", "last-epoch train loss / acc", "scored train loss / acc",
         "scored valid loss / acc"]))
-    lines += ["", "Ratios bcikit / braindecode (throughput: above 1 means bcikit trains faster; "
-                  "memory: below 1 means bcikit needs less):", ""]
+    lines += ["", "Ratios, first side over second (throughput: above 1 means the first trains "
+                  "faster; peak RSS rise: below 1 means the first needs less memory):", ""]
     rrows = []
     for name, r in results["models"].items():
-        q = r["ratios"]
-        rrows.append([name, _fmt(q["throughput_bcikit_over_braindecode"]),
-                      f"{_fmt(q['throughput_paired_median'])} "
-                      f"({', '.join(_fmt(v) for v in q['throughput_paired_values'])})",
-                      _fmt(q["throughput_cpu_time_bcikit_over_braindecode"]),
-                      _fmt(q["steady_epoch_speed_bcikit_over_braindecode"]),
-                      _fmt(q["peak_rss_delta_bcikit_over_braindecode"])])
-    lines.append(C.format_table(rrows, ["model", "throughput (medians)",
-                                        "throughput (per repeat pair)",
+        for pair, q in r["ratios"].items():
+            rrows.append([name, pair, f"**{_fmt(q['throughput'])}**",
+                          f"{_fmt(q['throughput_paired_median'])} "
+                          f"({', '.join(_fmt(v) for v in q['throughput_paired_values'])})",
+                          _fmt(q["throughput_cpu_time"]), _fmt(q["steady_epoch_speed"]),
+                          _fmt(q["peak_rss_delta"])])
+    lines.append(C.format_table(rrows, ["model", "ratio", "throughput (medians)",
+                                        "throughput (per repeat, back-to-back fits)",
                                         "throughput (CPU time)", "epoch 2+ speed",
                                         "peak RSS rise"]))
     return "\n".join(lines)
@@ -601,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         measured = run_benchmark(args, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    threads_seen = sorted({t for m in measured["models"].values() for s in SIDES
+    threads_seen = sorted({t for m in measured["models"].values() for s in measured["sides"]
                            for t in m["cases"][s]["torch_num_threads"]})
     results: dict[str, Any] = {
         "benchmark": "training",
@@ -616,8 +643,10 @@ def main(argv: list[str] | None = None) -> int:
                      "batch_size": args.batch_size, "optimizer": "AdamW", "lr": args.lr,
                      "weight_decay": args.weight_decay, "threads": args.threads,
                      "torch_num_threads_reported": threads_seen, "seed": args.seed,
-                     "device": "cpu", "models": args.models,
-                     "order": "repeats alternate which side runs first"},
+                     "device": "cpu", "models": args.models, "sides": measured["sides"],
+                     "baseline": str(args.baseline.resolve()) if args.baseline else None,
+                     "order": "each repeat rotates which side runs first and every other "
+                              "repeat reverses the order"},
         "work_per_epoch": WORK_PER_EPOCH,
         "data": measured["data"],
         "models": measured["models"],

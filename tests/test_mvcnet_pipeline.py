@@ -25,3 +25,18 @@ def test_mvcnet_pipeline_runs_with_its_views_and_counts(tmp_path):
     assert result.scores.n_valid.tolist() == [0]  # the recipe scores the last epoch, no valid
     assert result.scores.n_train.tolist() == [2 * 20]  # ceil(0.8 * 24) per class
     assert "deployed: " in (result.run_dir / "report.md").read_text()
+
+
+def test_mvcnet_stem_is_mvcnets_deployed_network():
+    import torch
+
+    from bcikit.models import count_parameters, get_model
+
+    torch.manual_seed(0)
+    stem = get_model("MVCNetStem", n_chans=22, n_outputs=2, n_times=1000, sfreq=250.0)
+    assert count_parameters(stem) == 6722
+    with torch.device("meta"):
+        full = get_model("MVCNet", n_chans=22, n_outputs=2, n_times=1000, sfreq=250.0)
+    assert {k: v.shape for k, v in stem.state_dict().items()} == \
+        {k: v.shape for k, v in full.deployed_state_dict().items()}
+    assert not hasattr(stem, "training_loss")  # the Trainer trains it with cross-entropy

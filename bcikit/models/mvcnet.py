@@ -58,6 +58,21 @@ def _ch_names_from(chs_info: Any) -> list[str]:
     return names
 
 
+def _ifnet_stem(n_chans: int, pool_size: int) -> nn.Sequential:
+    """MVCNet's CNN branch: the one-band IFNet stem up to the flattened feature ``f``."""
+    return nn.Sequential(OrderedDict([
+        ("spatial", nn.Conv1d(n_chans, N_FILTERS, 1, bias=False)),
+        ("spatial_bn", nn.BatchNorm1d(N_FILTERS)),
+        ("temporal", nn.Conv1d(N_FILTERS, N_FILTERS, KERNEL_SIZE, padding=KERNEL_SIZE // 2,
+                               groups=N_FILTERS, bias=False)),
+        ("temporal_bn", nn.BatchNorm1d(N_FILTERS)),
+        ("act", nn.GELU()),
+        ("pool", nn.AvgPool1d(pool_size, stride=pool_size)),
+        ("dropout", nn.Dropout(0.5)),
+        ("flatten", nn.Flatten()),
+    ]))
+
+
 class MVCNetDeployed(nn.Module):
     """The deployed part of :class:`MVCNet`: CNN stem (``cnn``) + linear head (``head``).
 
@@ -272,17 +287,7 @@ class MVCNet(nn.Module):
 
         F_ = self.n_features
         # ---- CNN branch (deployed): IFNet stem with one band
-        self.cnn = nn.Sequential(OrderedDict([
-            ("spatial", nn.Conv1d(n_chans, N_FILTERS, 1, bias=False)),
-            ("spatial_bn", nn.BatchNorm1d(N_FILTERS)),
-            ("temporal", nn.Conv1d(N_FILTERS, N_FILTERS, KERNEL_SIZE, padding=KERNEL_SIZE // 2,
-                                   groups=N_FILTERS, bias=False)),
-            ("temporal_bn", nn.BatchNorm1d(N_FILTERS)),
-            ("act", nn.GELU()),
-            ("pool", nn.AvgPool1d(pool_size, stride=pool_size)),
-            ("dropout", nn.Dropout(0.5)),
-            ("flatten", nn.Flatten()),
-        ]))
+        self.cnn = _ifnet_stem(n_chans, pool_size)
         self.head = nn.Linear(F_, n_outputs)
         # ---- Transformer branch (training only)
         layer = nn.TransformerEncoderLayer(
@@ -494,17 +499,7 @@ class MVCNetStem(nn.Module):
             pool_size = int(round(0.5 * sfreq))
         validate_type(pool_size, "int", "pool_size", owner=o)
         check_range(pool_size, "pool_size", low=1, high=n_times, owner=o)
-        self.cnn = nn.Sequential(OrderedDict([
-            ("spatial", nn.Conv1d(n_chans, N_FILTERS, 1, bias=False)),
-            ("spatial_bn", nn.BatchNorm1d(N_FILTERS)),
-            ("temporal", nn.Conv1d(N_FILTERS, N_FILTERS, KERNEL_SIZE, padding=KERNEL_SIZE // 2,
-                                   groups=N_FILTERS, bias=False)),
-            ("temporal_bn", nn.BatchNorm1d(N_FILTERS)),
-            ("act", nn.GELU()),
-            ("pool", nn.AvgPool1d(pool_size, stride=pool_size)),
-            ("dropout", nn.Dropout(0.5)),
-            ("flatten", nn.Flatten()),
-        ]))
+        self.cnn = _ifnet_stem(n_chans, pool_size)
         self.head = nn.Linear(N_FILTERS * (n_times // pool_size), n_outputs)
         MVCNet._init_stem(self)
 
