@@ -299,7 +299,7 @@ class TrialSet:
 
     def to_braindecode(self):
         """A braindecode ``WindowsDataset`` per subject, concatenated (``BaseConcatDataset``)."""
-        from braindecode.datasets import BaseConcatDataset, create_from_mne_epochs  # noqa: F401
+        from braindecode.datasets import BaseConcatDataset
         from braindecode.datasets.base import WindowsDataset
 
         datasets = []
