@@ -8,6 +8,7 @@ Sub-commands::
     bcikit info PATH                 what a file or BIDS root holds
     bcikit datasets [DIR]            the dataset cards
     bcikit simulate OUT [--format edf|brainvision|fif] [--bids] [--set knob=value ...]
+    bcikit fl simulate [--sites CARDS_OR_SIM] [--rounds R] [--out DIR]   Flower federation
 
 Bad input (a missing file, a wrong value in a TOML file, a corrupt recording) is reported in one
 line naming the file or field, without a traceback, and the exit status is 2.
@@ -50,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
                                        "run folders) and compare them in one table")
     c.add_argument("items", nargs="+", metavar="PIPELINE_OR_RUN",
                    help="pipeline files (run now) or existing run folders; the first is compared "
-                        "against each other one (paired Wilcoxon over subject x seed)")
+                        "against each other one (paired Wilcoxon over subject x seed); "
+                        "'A,B,...' joins run folders of one pipeline split over disjoint seeds")
     c.add_argument("--dataset", help="dataset card or BIDS root for every pipeline")
     c.add_argument("--out", help="comparison folder to create (default runs/compare-<time>)")
     c.add_argument("--device", help="auto, cpu, cuda, cuda:N")
@@ -99,15 +101,20 @@ def _cmd_compare(args) -> int:
 
     from .evaluate.compare import compare_runs, run_and_compare
 
-    items = [Path(i) for i in args.items]
+    # "a,b,c" is one pipeline run in parts over disjoint seeds (compare_runs merges them).
+    groups = [[Path(p) for p in i.split(",") if p] for i in args.items]
+    items = [g[0] for g in groups if g]
     if len(items) < 2:
         raise ValueError("bcikit compare needs at least two pipelines or run folders.")
-    is_run = [p.is_dir() and (p / "metrics.json").exists() for p in items]
+    is_run = [all(p.is_dir() and (p / "metrics.json").exists() for p in g) for g in groups]
     out = Path(args.out) if args.out else \
         Path("runs") / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     if all(is_run):
-        result = compare_runs(items, metric=args.metric, out=out)
+        result = compare_runs(groups, metric=args.metric, out=out)
     elif not any(is_run):
+        if any(len(g) > 1 for g in groups):
+            raise ValueError("Comma-joined items are run folders of one pipeline split by seed; "
+                             "pipeline files are given one by one.")
         result = run_and_compare(items, dataset=args.dataset, out=out, overrides=args.overrides,
                                  device=args.device, metric=args.metric)
     else:
@@ -157,8 +164,14 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
+def _cmd_fl(args) -> int:
+    from .federated.cli import run_command
+
+    return run_command(args)
+
+
 COMMANDS = {"run": _cmd_run, "compare": _cmd_compare, "info": _cmd_info, "datasets": _cmd_datasets,
-            "simulate": _cmd_simulate}
+            "simulate": _cmd_simulate, "fl": _cmd_fl}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -299,3 +299,44 @@ def test_run_and_compare_checks_protocols_before_running(tmp_path):
         run_and_compare([other], out=out)
     with pytest.raises(FileNotFoundError, match="nope.toml"):
         run_and_compare([other, tmp_path / "nope.toml"], out=out)
+
+
+# ---------------------------------------------------------------------------------- merged runs
+def test_runs_split_by_seed_compare_as_one_run(three_runs, tmp_path, rng):
+    """Runs of one pipeline split over seeds (for example one process per seed on a GPU) give
+    the same table and tests as the whole run; confusions add up; overlapping or mismatched
+    parts are refused, naming the folders."""
+    whole = compare_runs(three_runs)
+    s = pd.read_csv(three_runs[0] / "scores.csv", dtype={"subject": str})
+    h = pd.read_csv(three_runs[0] / "history.csv")
+    parts = []
+    for seed in SEEDS:
+        parts.append(write_run(tmp_path / "parts" / f"s{seed}", "mvcnet",
+                               s[s.seed == seed].reset_index(drop=True),
+                               history=h if seed == 1 else None, confusion=((1, 2), (3, 4))))
+    merged = compare_runs([parts, three_runs[1], three_runs[2]], out=tmp_path / "cmp")
+    cols = ["mean", "std_over_seeds", "n_seeds", "units_p", "subjects_p", "units_n"]
+    pd.testing.assert_frame_equal(merged.table[cols], whole.table[cols])
+    assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    from bcikit.evaluate.compare import merge_runs
+
+    run = merge_runs(parts)
+    assert run.metrics["confusion"] == [[3, 6], [9, 12]]
+    assert run.metrics["seeds"] == SEEDS and len(run.history) == len(h)
+    with pytest.raises(ValueError, match="share seed 1"):
+        merge_runs([parts[0], three_runs[0]])
+    with pytest.raises(ValueError, match="pipelines differ"):
+        merge_runs([parts[1], three_runs[1]])
+
+
+def test_cli_joins_run_parts_with_commas(three_runs, tmp_path, capsys):
+    from bcikit.cli import main
+
+    s = pd.read_csv(three_runs[1] / "scores.csv", dtype={"subject": str})
+    a = write_run(tmp_path / "p" / "a", "eegnet", s[s.seed < 3].reset_index(drop=True))
+    b = write_run(tmp_path / "p" / "b", "eegnet", s[s.seed == 3].reset_index(drop=True))
+    assert main(["compare", str(three_runs[0]), f"{a},{b}", "--out", str(tmp_path / "c")]) == 0
+    table = pd.read_csv(tmp_path / "c" / "comparison.csv")
+    assert table["n_seeds"].tolist() == [3, 3]
+    whole = compare_runs(three_runs[:2])
+    assert table["units_p"].iloc[1] == pytest.approx(whole.table["units_p"].iloc[1])

@@ -341,7 +341,13 @@ class Chronological(Protocol):
     def describe(self) -> str:
         return (f"Chronological hold-out per {self.within}: per class, the first "
                 f"{self.train_frac:g} of the trials in recording order train and the rest test; "
-                f"validation = the last {self.valid_frac:g} of each class's training trials.")
+                f"{_validation_phrase(self.valid_frac)}.")
+
+
+def _validation_phrase(valid_frac: float) -> str:
+    if valid_frac <= 0:
+        return "no validation split (the last epoch is scored)"
+    return f"validation = the last {valid_frac:g} of each class's training trials"
 
 
 class ChronologicalKFold(Protocol):
@@ -410,7 +416,7 @@ class ChronologicalKFold(Protocol):
         how = ("class-balanced contiguous blocks" if self.folds == "class_balanced"
                else "contiguous KFold without shuffling")
         return (f"{self.k}-fold chronological cross-validation per {self.within} ({how}); "
-                f"validation = the last {self.valid_frac:g} of each class's training trials.")
+                f"{_validation_phrase(self.valid_frac)}.")
 
 
 class KFold(Protocol):

@@ -37,8 +37,8 @@ import pandas as pd
 from ..utils import check_file, logger, validate_type, warn
 from .metrics import summarise
 
-__all__ = ["compare_runs", "run_and_compare", "ComparisonResult", "read_run", "wilcoxon_paired",
-           "OUTPUT_FILES"]
+__all__ = ["compare_runs", "run_and_compare", "ComparisonResult", "read_run", "merge_runs",
+           "wilcoxon_paired", "OUTPUT_FILES"]
 
 #: Files :func:`compare_runs` writes into ``out`` (never overwritten).
 OUTPUT_FILES = ("comparison.md", "comparison.csv", "comparison.json")
@@ -88,6 +88,56 @@ def read_run(run_dir: str | os.PathLike, *, metric: str = "accuracy") -> _Run:
         history = pd.read_csv(history_file)
     name = str(metrics.get("pipeline") or path.name)
     return _Run(path, name, metrics, scores, history)
+
+
+def merge_runs(run_dirs: list[str | os.PathLike], *, metric: str = "accuracy") -> _Run:
+    """Read several run folders of one pipeline that differ only in their seeds as one run.
+
+    A long comparison can be split over processes or GPUs by seed
+    (``bcikit run P.toml --set evaluate.seeds=[1] --out runs/p-s1`` ...); the parts are then
+    compared as one run (``bcikit compare runs/p-s1,runs/p-s2,... runs/q``). Scores and
+    histories are concatenated and the confusion matrices summed.
+
+    Raises
+    ------
+    ValueError
+        When the parts name different pipelines, protocols, classes, subjects or data, or
+        share a seed (naming the folders).
+    """
+    parts = [read_run(d, metric=metric) for d in run_dirs]
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+
+    def differs(key: str, get) -> None:
+        values = [get(r) for r in parts]
+        if any(v != values[0] for v in values[1:]):
+            desc = "; ".join(f"{str(r.path)!r}: {v!r}" for r, v in zip(parts, values))
+            raise ValueError(f"Runs merged into one must differ only in their seeds, but their "
+                             f"{key} differ: {desc}.")
+
+    differs("pipelines", lambda r: r.name)
+    differs("models", lambda r: r.metrics.get("model"))
+    differs("protocols", lambda r: r.metrics.get("protocol_description"))
+    differs("data", lambda r: r.metrics.get("data"))
+    differs("subjects", lambda r: sorted(set(r.scores["subject"].astype(str))))
+    seen: dict[int, Path] = {}
+    for r in parts:
+        for seed in sorted(set(r.scores["seed"])):
+            if seed in seen:
+                raise ValueError(f"Runs merged into one share seed {seed}: {str(seen[seed])!r} "
+                                 f"and {str(r.path)!r}.")
+            seen[seed] = r.path
+    metrics = dict(first.metrics)
+    metrics["seeds"] = sorted(int(s) for s in seen)
+    metrics["merged_from"] = [str(r.path) for r in parts]
+    confusions = [r.metrics.get("confusion") for r in parts]
+    if all(c is not None for c in confusions):
+        metrics["confusion"] = np.sum([np.asarray(c) for c in confusions], axis=0).tolist()
+    scores = pd.concat([r.scores for r in parts], ignore_index=True)
+    history = pd.concat([r.history for r in parts if not r.history.empty], ignore_index=True) \
+        if any(not r.history.empty for r in parts) else pd.DataFrame()
+    return _Run(first.path, first.name, metrics, scores, history)
 
 
 def _unit_scores(run: _Run, metric: str) -> pd.Series:
@@ -303,9 +353,10 @@ def compare_runs(run_dirs: list[str | os.PathLike], *, metric: str = "accuracy",
 
     Parameters
     ----------
-    run_dirs : list of path-like
+    run_dirs : list of path-like, or of lists of path-like
         Two or more run folders of :func:`bcikit.pipeline.run_pipeline`. The first is the
-        reference that every other run is tested against.
+        reference that every other run is tested against. An entry that is a list of folders
+        is one pipeline run in parts over disjoint seeds (:func:`merge_runs`).
     metric : str
         A column of every ``scores.csv`` (``accuracy``, ``balanced_accuracy``, ...).
     out : path-like or None
@@ -338,20 +389,28 @@ def compare_runs(run_dirs: list[str | os.PathLike], *, metric: str = "accuracy",
     """
     validate_type(run_dirs, (list, tuple), "run_dirs", owner="compare_runs")
     validate_type(metric, str, "metric", owner="compare_runs")
+    groups: list[list[Path]] = []
     for i, d in enumerate(run_dirs):
-        validate_type(d, "path-like", f"run_dirs[{i}]", owner="compare_runs")
-    if len(run_dirs) < 2:
-        raise ValueError(f"compare_runs needs at least two run folders; got {len(run_dirs)}.")
-    paths = [Path(d) for d in run_dirs]
-    if len({p.resolve() for p in paths}) != len(paths):
-        raise ValueError(f"compare_runs got the same run folder twice: {[str(p) for p in paths]}.")
+        entries = d if isinstance(d, (list, tuple)) else [d]
+        if not entries:
+            raise ValueError(f"compare_runs: run_dirs[{i}] is an empty list of run folders.")
+        for j, e in enumerate(entries):
+            validate_type(e, "path-like", f"run_dirs[{i}]" + (f"[{j}]" if entries is d else ""),
+                          owner="compare_runs")
+        groups.append([Path(e) for e in entries])
+    if len(groups) < 2:
+        raise ValueError(f"compare_runs needs at least two run folders; got {len(groups)}.")
+    flat = [p for g in groups for p in g]
+    if len({p.resolve() for p in flat}) != len(flat):
+        raise ValueError(f"compare_runs got the same run folder twice: {[str(p) for p in flat]}.")
+    paths = [g[0] for g in groups]
     out_dir = None
     if out is not None:
         validate_type(out, "path-like", "out", owner="compare_runs")
         out_dir = Path(out)
         _check_outputs_free(out_dir)
 
-    runs = [read_run(p, metric=metric) for p in paths]
+    runs = [merge_runs(g, metric=metric) for g in groups]
     _check_consistent(runs)
     names = _display_names(runs)
     subjects = sorted(set(runs[0].scores["subject"].astype(str)))

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The GPU check of bcikit, prepared to run in one go on a borrowed CUDA machine.
+#
+#   bash benchmarks/gpu_check.sh quick OUTDIR   CUDA tests + MVCNet epoch timings per preset +
+#                                               a one-epoch smoke run of every comparison pipeline
+#   bash benchmarks/gpu_check.sh full OUTDIR    the MVCNet comparisons of benchmarks/README.md:
+#                                               simulator (9 subjects x 5 seeds, CO) and the real
+#                                               PhysioNet S001 recordings (fists/feet, left/right)
+#   bash benchmarks/gpu_check.sh sim OUTDIR     the simulator comparison alone; SIM_SET adds
+#                                               overrides (SIM_SET="data.simulate.difficulty=0.6")
+#                                               and SIM_OTHERS the pipelines beside MVCNet
+#
+# Everything it writes goes to OUTDIR: logs, benchmark JSON, and the comparison folders as
+# tarballs (the run folders without checkpoints). On a machine where bcikit is installed with
+# `pip install -e ".[dev]"` nothing else is needed. Where the Python environment lacks bcikit's
+# dependencies (a bare image with torch only), put their wheels in .whl/ (see
+# benchmarks/README.md, "GPU check"); they are installed into /tmp/site first. The S001 files
+# come from $BCIKIT_REALDATA, or from .gpudata/s001.tgz when that variable is unset.
+set -u
+mode=${1:?usage: gpu_check.sh quick|full OUTDIR}
+out=${2:?usage: gpu_check.sh quick|full OUTDIR}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 FLWR_TELEMETRY_ENABLED=0 MPLBACKEND=Agg
+PY=${PYTHON:-python3}
+if [ -d .whl ] && ! $PY -c "import braindecode, mne, pyriemann" 2>/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl >"$out/pip.log" 2>&1 || { echo "wheel install failed"; exit 3; }
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONPATH=${PYTHONPATH:-}:$PWD
+if [ -z "${BCIKIT_REALDATA:-}" ] && [ -f .gpudata/s001.tgz ]; then
+  mkdir -p /tmp/realdata && tar xzf .gpudata/s001.tgz -C /tmp/realdata
+  export BCIKIT_REALDATA=/tmp/realdata
+fi
+work=${WORK:-/tmp/bcikit-gpu}
+rm -rf "$work"; mkdir -p "$work"
+BCIKIT="$PY -m bcikit.cli"
+SIM=(mvcnet mvcnet_stem mi_eegnet mi_csp_lda mi_ts_lr)
+S001=(mvcnet mi_eegnet mi_csp_lda)
+# each process gets a few CPU threads (16 cores, up to 10 processes at once)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} MKL_NUM_THREADS=${MKL_NUM_THREADS:-2}
+
+nvidia-smi >"$out/nvidia-smi.txt" 2>&1
+$PY - <<'EOF' 2>&1 | tee "$out/env.txt"
+import torch, braindecode, mne, sklearn, numpy, bcikit
+print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())
+print("braindecode", braindecode.__version__, "mne", mne.__version__, "sklearn",
+      sklearn.__version__, "numpy", numpy.__version__, "bcikit", bcikit.__version__)
+EOF
+
+# s001 TASK A B NAME EXTRA...: one S001 run through the dataset card
+s001() {
+  local task=$1 a=$2 b=$3 p=$4; shift 4
+  $BCIKIT run "pipelines/$p.toml" --dataset datasets/realdata_eegmmidb_S001.toml \
+    --set "data.task=$task" --set "data.classes=['$a','$b']" --set output.checkpoint=false \
+    --device cuda --no-progress --out "$work/s001-$task/$p" "$@" \
+    >"$work/s001-$task-$p.log" 2>&1 || echo "FAILED: s001 $task $p (see its log)"
+}
+
+pack() {  # pack NAME DIR: the comparison folders without checkpoints, logs included
+  tar czf "$out/$1.tgz" --exclude=checkpoints -C "$(dirname "$2")" "$(basename "$2")" \
+    $(cd "$(dirname "$2")" && ls -d "$(basename "$2")"-*.log 2>/dev/null)
+}
+
+if [ "$mode" = quick ]; then
+  $PY -m pytest -p no:cacheprovider tests/test_cuda.py -q -rs 2>&1 | tee "$out/cuda_tests.log"
+  $PY benchmarks/bench_mvcnet_gpu.py --out "$out/mvcnet_gpu.json" --epochs 4 2>&1 \
+    | tee "$out/bench_mvcnet_gpu.log"
+  smoke=(--set train.epochs=1 --set evaluate.seeds=[1] --set data.simulate.n_subjects=2
+         --set output.checkpoint=false)
+  for p in "${SIM[@]}"; do
+    $BCIKIT run "pipelines/$p.toml" --device cuda --no-progress --out "$work/smoke/$p" \
+      "${smoke[@]}" >"$work/smoke-$p.log" 2>&1 || echo "FAILED: smoke $p"
+  done
+  s001 imagery_ff hands feet mvcnet --set train.epochs=1 --set evaluate.seeds=[1]
+  grep -h "test \|Error\|error" "$work"/smoke-*.log "$work"/s001-*.log | tail -20
+  tar czf "$out/smoke.tgz" --exclude=checkpoints -C "$work" .
+  exit 0
+fi
+
+# full: simulator comparison, MVCNet split into one process per seed
+sim="$work/sim"
+mkdir -p "$sim"
+extra=(--set output.checkpoint=false)
+for kv in ${SIM_SET:-}; do extra+=(--set "$kv"); done
+others=(${SIM_OTHERS:-mvcnet_stem mi_eegnet mi_csp_lda mi_ts_lr})
+pids=()
+for s in 1 2 3 4 5; do
+  $BCIKIT run pipelines/mvcnet.toml --device cuda --no-progress --set "evaluate.seeds=[$s]" \
+    "${extra[@]}" --out "$sim/mvcnet-s$s" >"$sim-mvcnet-s$s.log" 2>&1 &
+  pids+=($!)
+done
+for p in "${others[@]}"; do
+  $BCIKIT run "pipelines/$p.toml" --device cuda --no-progress "${extra[@]}" \
+    --out "$sim/$p" >"$sim-$p.log" 2>&1 &
+  pids+=($!)
+done
+if [ "$mode" = sim ]; then
+  wait "${pids[@]}"
+  $BCIKIT compare "$sim/mvcnet-s1,$sim/mvcnet-s2,$sim/mvcnet-s3,$sim/mvcnet-s4,$sim/mvcnet-s5" \
+    "${others[@]/#/$sim/}" --out "$sim/comparison" 2>&1 | tee "$out/sim_comparison.md"
+  pack sim "$sim"
+  exit 0
+fi
+# real S001: two tasks x three pipelines, five seeds each (the card's 45 trials per task)
+for t in "imagery_ff hands feet" "imagery_lr left_hand right_hand"; do
+  set -- $t
+  for p in "${S001[@]}"; do s001 "$1" "$2" "$3" "$p" & pids+=($!); done
+done
+wait "${pids[@]}"
+$BCIKIT compare "$sim/mvcnet-s1,$sim/mvcnet-s2,$sim/mvcnet-s3,$sim/mvcnet-s4,$sim/mvcnet-s5" \
+  "$sim/mvcnet_stem" "$sim/mi_eegnet" "$sim/mi_csp_lda" "$sim/mi_ts_lr" --out "$sim/comparison" \
+  2>&1 | tee "$out/sim_comparison.md"
+for t in imagery_ff imagery_lr; do
+  $BCIKIT compare "$work/s001-$t/mvcnet" "$work/s001-$t/mi_eegnet" "$work/s001-$t/mi_csp_lda" \
+    --out "$work/s001-$t/comparison" 2>&1 | tee "$out/s001_$t.md"
+done
+pack sim "$sim"
+tar czf "$out/s001.tgz" --exclude=checkpoints -C "$work" $(cd "$work" && ls -d s001-*)
