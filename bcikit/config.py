@@ -24,6 +24,13 @@ Sections
                  device, precision, keep_on_device, grad_clip
 ``[evaluate]``   protocol, ``[evaluate.params]`` (protocol options), seeds, metrics
 ``[output]``     dir (parent of run folders), checkpoint (save the trained model)
+``[encoding]``   only in ``kind = "encoding"`` pipelines (encoding models of sEEG, see
+                 :mod:`bcikit.encoding.pipeline`): models, alignments, signal, reference,
+                 protocol, purge, n_boot, bootstrap, bins, q, min_obs, device, seed
+
+``[pipeline] kind`` is ``"decoding"`` (the default: trials -> labels, ``[model]`` required) or
+``"encoding"`` (stimulus features -> neural responses; ``[encoding]`` instead of ``[model]``,
+``[preprocess]``, ``[train]`` and ``[evaluate]``).
 """
 
 from __future__ import annotations
@@ -36,7 +43,16 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-SIMULATORS = ("motor_imagery",)
+SIMULATORS = ("motor_imagery", "movie_seeg")
+KINDS = ("decoding", "encoding")
+#: which simulator each kind of pipeline can use
+KIND_SIMULATORS = {"decoding": ("motor_imagery",), "encoding": ("movie_seeg",)}
+ENCODING_ALIGNMENTS = ("language", "vision")
+ENCODING_SIGNALS = ("broadband", "zscore", "high_gamma", "despike")
+ENCODING_REFERENCES = ("none", "car", "shaft_car", "laplacian", "bipolar")
+ENCODING_PROTOCOLS = ("paper", "nested")
+BOOTSTRAP_MODES = ("refit", "oof")
+SCORE_BINS = ("shared", "own")
 PROTOCOL_NAMES = ("chronological", "chronological_kfold", "kfold", "leave_one_run_out",
                   "cross_session", "leave_one_subject_out")
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -125,6 +141,20 @@ def list_of_int(v):
         "a non-empty list of integers"
 
 
+def subset_of(options):
+    def check(v):
+        ok = isinstance(v, list) and len(v) > 0 and all(x in options for x in v) \
+            and len(set(v)) == len(v)
+        return ok, f"a non-empty list of distinct values among {list(options)}"
+    return check
+
+
+def num_between(low: float, high: float):
+    def check(v):
+        return _is_num(v) and low < v < high, f"a number in ({low:g}, {high:g})"
+    return check
+
+
 def metric_list(v):
     ok = isinstance(v, list) and len(v) > 0 and all(x in METRICS for x in v)
     return ok, "a non-empty list drawn from {" + ", ".join(repr(m) for m in METRICS) + "}"
@@ -152,6 +182,7 @@ class PipelineSection:
     name: str = F(is_str, required=True)
     description: str = F(is_str, "")
     extends: str | None = F(optional(is_str))
+    kind: str = F(one_of(KINDS), "decoding")
 
 
 @dataclass
@@ -210,6 +241,23 @@ class OutputSection:
     checkpoint: bool = F(is_bool, True)
 
 
+@dataclass
+class EncodingSection:
+    models: list | None = F(optional(list_of_str))        # None: every model of the catalog
+    alignments: list = F(subset_of(ENCODING_ALIGNMENTS), ["language", "vision"])
+    signal: str = F(one_of(ENCODING_SIGNALS), "broadband")
+    reference: str = F(one_of(ENCODING_REFERENCES), "none")
+    protocol: str = F(one_of(ENCODING_PROTOCOLS), "paper")
+    purge: bool = F(is_bool, True)
+    n_boot: int = F(int_at_least(10), 1000)
+    bootstrap: str = F(one_of(BOOTSTRAP_MODES), "refit")
+    bins: str = F(one_of(SCORE_BINS), "shared")
+    q: float = F(num_between(0.0, 1.0), 0.05)
+    min_obs: int = F(int_at_least(1), 10)
+    device: str = F(device_str, "auto")
+    seed: int = F(int_at_least(0), 0)
+
+
 SECTIONS: dict[str, type] = {
     "pipeline": PipelineSection,
     "data": DataSection,
@@ -218,8 +266,14 @@ SECTIONS: dict[str, type] = {
     "train": TrainSection,
     "evaluate": EvaluateSection,
     "output": OutputSection,
+    "encoding": EncodingSection,
 }
-REQUIRED_SECTIONS = ("pipeline", "model")
+REQUIRED_SECTIONS = ("pipeline",)
+#: the sections each kind of pipeline reads (the others are refused when present)
+KIND_SECTIONS = {
+    "decoding": ("pipeline", "data", "preprocess", "model", "train", "evaluate", "output"),
+    "encoding": ("pipeline", "data", "encoding", "output"),
+}
 
 
 @dataclass
@@ -228,17 +282,22 @@ class PipelineConfig:
 
     pipeline: PipelineSection
     data: DataSection
-    preprocess: PreprocessSection
-    model: ModelSection
-    train: TrainSection
-    evaluate: EvaluateSection
+    preprocess: PreprocessSection | None
+    model: ModelSection | None
+    train: TrainSection | None
+    evaluate: EvaluateSection | None
     output: OutputSection
     source: str = "<dict>"
+    encoding: EncodingSection | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.pipeline.kind
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("source")
-        return d
+        return {k: v for k, v in d.items() if v is not None}
 
     def to_toml(self) -> str:
         """The resolved configuration as TOML (written into every run folder)."""
@@ -293,9 +352,26 @@ def validate_config(raw: dict, *, source: str = "<dict>") -> PipelineConfig:
     for sec in REQUIRED_SECTIONS:
         if sec not in raw:
             raise ConfigError(f"{source}: the section [{sec}] is required.")
-    parts = {name: _build_section(cls, raw.get(name, {}), name, source)
-             for name, cls in SECTIONS.items()}
-    return PipelineConfig(**parts, source=source)
+    pipeline = _build_section(PipelineSection, raw["pipeline"], "pipeline", source)
+    kind = pipeline.kind
+    wanted = KIND_SECTIONS[kind]
+    for key in raw:
+        if key not in wanted:
+            raise ConfigError(f"{source}: a kind = {kind!r} pipeline has no section [{key}] "
+                              f"(its sections: {', '.join(f'[{w}]' for w in wanted)}).")
+    if kind == "decoding" and "model" not in raw:
+        raise ConfigError(f"{source}: the section [model] is required.")
+    parts = {name: (_build_section(cls, raw.get(name, {}), name, source) if name in wanted
+                    else None)
+             for name, cls in SECTIONS.items() if name != "pipeline"}
+    data = parts["data"]
+    if "simulator" in raw.get("data", {}) and data.simulator not in KIND_SIMULATORS[kind]:
+        raise ConfigError(f"{source}: [data] simulator must be one of "
+                          f"{list(KIND_SIMULATORS[kind])} in a kind = {kind!r} pipeline; "
+                          f"got {_describe(data.simulator)}.")
+    if "simulator" not in raw.get("data", {}):
+        data.simulator = KIND_SIMULATORS[kind][0]
+    return PipelineConfig(pipeline=pipeline, **parts, source=source)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -95,3 +95,41 @@ def test_extends_merges_tables_and_reports_cycles(tmp_path):
     (tmp_path / "dangling.toml").write_text('[pipeline]\nname = "x"\nextends = "none.toml"\n')
     with pytest.raises(ConfigError, match="extends names 'none.toml'"):
         load_config(tmp_path / "dangling.toml")
+
+
+# ---------------------------------------------------------------------------------- kinds
+def test_encoding_kind_has_its_own_sections():
+    raw = {"pipeline": {"name": "enc", "kind": "encoding"},
+           "encoding": {"alignments": ["language"], "n_boot": 50, "bootstrap": "oof"}}
+    cfg = validate_config(raw, source="enc.toml")
+    assert cfg.kind == "encoding" and cfg.model is None and cfg.train is None
+    assert cfg.data.simulator == "movie_seeg"  # the kind's simulator by default
+    assert cfg.encoding.alignments == ["language"] and cfg.encoding.q == 0.05
+    assert set(cfg.to_dict()) == {"pipeline", "data", "encoding", "output"}
+    again = validate_config(tomllib.loads(cfg.to_toml()), source="roundtrip")
+    assert again.to_dict() == cfg.to_dict()
+    # a decoding pipeline has no [encoding], and needs [model]
+    assert validate_config(MINIMAL).encoding is None
+    assert "encoding" not in validate_config(MINIMAL).to_dict()
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"pipeline": {"name": "e", "kind": "encoding"}, "model": {"name": "EEGNet"}},
+     "enc.toml: a kind = 'encoding' pipeline has no section [model]"),
+    ({"pipeline": {"name": "e", "kind": "encoding"}, "encoding": {"alignments": ["audio"]}},
+     "enc.toml: [encoding] alignments must be a non-empty list of distinct values among "
+     "['language', 'vision']; got ['audio']"),
+    ({"pipeline": {"name": "e", "kind": "encoding"}, "encoding": {"q": 1.5}},
+     "enc.toml: [encoding] q must be a number in (0, 1); got 1.5"),
+    ({"pipeline": {"name": "e", "kind": "encoding"}, "data": {"simulator": "motor_imagery"}},
+     "enc.toml: [data] simulator must be one of ['movie_seeg'] in a kind = 'encoding' pipeline"),
+    ({"pipeline": {"name": "d"}, "model": {"name": "EEGNet"}, "encoding": {}},
+     "enc.toml: a kind = 'decoding' pipeline has no section [encoding]"),
+    ({"pipeline": {"name": "d"}}, "enc.toml: the section [model] is required."),
+    ({"pipeline": {"name": "d", "kind": "decode"}, "model": {"name": "EEGNet"}},
+     "enc.toml: [pipeline] kind must be one of"),
+])
+def test_kind_errors_name_file_and_field(raw, expected):
+    with pytest.raises(ConfigError) as err:
+        validate_config(raw, source="enc.toml")
+    assert str(err.value).startswith(expected), str(err.value)
