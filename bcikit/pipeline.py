@@ -225,6 +225,9 @@ def run_pipeline(config: PipelineConfig | str | Path | dict, *, dataset: str | P
                  verbose=None) -> RunResult:
     """Run a pipeline end to end and write its run folder.
 
+    A ``kind = "encoding"`` pipeline is handed to :func:`bcikit.encoding.pipeline.run_encoding`
+    (and returns its :class:`~bcikit.encoding.pipeline.EncodingRun`).
+
     Parameters
     ----------
     config : PipelineConfig, path or dict
@@ -273,6 +276,13 @@ def run_pipeline(config: PipelineConfig | str | Path | dict, *, dataset: str | P
         if _rank() == 0:
             (run_dir / "config.toml").write_text(cfg.to_toml())
             (run_dir / "run.json").write_text(json.dumps(state, indent=1))
+    if cfg.kind == "encoding":
+        if resume is not None:
+            raise ValueError(f"{str(resume)!r}: encoding runs cannot be resumed; start a new run "
+                             f"(the simulation is cached, so only the fits are repeated).")
+        from .encoding.pipeline import run_encoding
+
+        return run_encoding(cfg, run_dir, dataset=dataset, device=device, verbose=verbose)
     device = device or cfg.train.device
 
     from .data.protocols import get_protocol

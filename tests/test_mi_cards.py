@@ -90,7 +90,9 @@ tmax = 1.0
 """
 
 BAD = [
-    ({"files_extra": 'format = "edf2"'}, r"\[files\] format must be one of \['bciiv1'\]"),
+    ({"files_extra": 'format = "edf2"'},
+     r"\[files\] format must be one of \['bciiv1', 'braintreebank'\] \(or a trial reader: "
+     r"\['duin'\]\)"),
     ({"files_extra": 'fetcher = "moabb:X"\nformat = "bciiv1"'},
      r"\[files\] format does not apply to MOABB cards"),
     ({"pattern": "s{subject}/*.mat"}, r"\[files\] pattern 's\{subject\}/\*\.mat' has glob"),

@@ -73,6 +73,11 @@ Card schema
     of tasks; subjects with different class sets come back as ``{subject: TrialSet}``. Then
     an event description may be absent from the loaded recordings as long as one is present.
 
+``[reader]`` (optional)
+    Keyword arguments (strings, numbers, booleans) passed to the ``[files] format`` reader, kept
+    in :attr:`DatasetCard.reader_options`; e.g. the file names of a Brain Treebank release
+    (:class:`bcikit.io.braintreebank.BrainTreebankLayout`).
+
 Every event description of a task must occur in at least one of its recordings, otherwise the
 load fails and says which descriptions the recordings hold.
 
@@ -119,7 +124,7 @@ _DATASET_KEYS = ("name", "modality", "description", "licence", "citation", "url"
 _FILES_KEYS = ("root", "pattern", "subjects", "sessions", "fetcher", "format")
 _CHANNELS_KEYS = ("type", "pick", "rename", "montage")
 _TASK_KEYS = ("description", "tmin", "tmax", "runs", "events", "groups", "classes", "baseline",
-              "sessions", "resample", "classes_per_subject")
+              "sessions", "resample", "classes_per_subject", "selection")
 _GLOB_CHARS = ("*", "?")
 _GROUP_KEYS = ("runs", "events")
 
@@ -245,6 +250,7 @@ class TaskSpec:
     sessions: tuple | None = None
     resample: float | None = None
     classes_per_subject: bool = False
+    selection: str | None = None
 
     @property
     def runs(self) -> list | None:
@@ -320,6 +326,9 @@ class DatasetCard:
     default_task: str | None = None
     format: str | None = None
     artificial_subjects: tuple = ()
+    regions: dict = field(default_factory=dict)
+    selections: dict = field(default_factory=dict)
+    reader_options: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return (f"<DatasetCard {self.name!r} ({self.modality}) from {str(self.path)!r}, "
@@ -469,6 +478,13 @@ class DatasetCard:
             raise ValueError(f"{self.path}: [dataset] modality 'fmri' cards are read by "
                              "bcikit.io.fmri, not by DatasetCard.load.")
         spec = self.task_spec(task)
+        if self.format is not None:
+            from .formats import TRIAL_READERS, get_trial_reader
+
+            if self.format in TRIAL_READERS:  # the format reads trials itself (e.g. "duin")
+                return get_trial_reader(self.format)(
+                    self, task=spec, subjects=self.select_subjects(subjects), root=root,
+                    download=download, cache=cache, verbose=verbose)
         if tmin is not None or tmax is not None:
             new_tmin = spec.tmin if tmin is None else float(tmin)
             new_tmax = spec.tmax if tmax is None else float(tmax)
@@ -492,6 +508,7 @@ class DatasetCard:
             "pattern": self.pattern,
             "fetcher": self.fetcher,
             "format": self.format,
+            "reader": _jsonable(self.reader_options),
         }
 
         local = not missing
@@ -588,7 +605,7 @@ class DatasetCard:
         if self.format is not None:
             from .formats import get_reader
 
-            return get_reader(self.format)(path, verbose=level)
+            return get_reader(self.format)(path, verbose=level, **self.reader_options)
         from .eeg import read_raw
 
         return read_raw(path, preload=True, ch_type=ch_type, verbose=level)
@@ -889,7 +906,8 @@ def _fetch_format(name: str) -> Callable:
     return fetch
 
 
-_FETCHERS: dict[str, Callable] = {"mne.eegbci": _fetch_eegbci, "bciiv1": _fetch_format("bciiv1")}
+_FETCHERS: dict[str, Callable] = {"mne.eegbci": _fetch_eegbci, "bciiv1": _fetch_format("bciiv1"),
+                                  "braintreebank": _fetch_format("braintreebank")}
 
 
 def moabb_dataset(class_name: str, *, card: Path | str | None = None):
@@ -990,7 +1008,8 @@ def load_card(path: str | os.PathLike) -> DatasetCard:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not a valid TOML file ({err})") from err
     c = _Card(path)
-    c.known(data, ("dataset", "files", "channels", "tasks"), "top level")
+    c.known(data, ("dataset", "files", "channels", "tasks", "regions", "selections", "reader"),
+            "top level")
 
     ds = c.table(data, "dataset", "")
     c.known(ds, _DATASET_KEYS, "dataset")
@@ -1029,10 +1048,11 @@ def load_card(path: str | os.PathLike) -> DatasetCard:
     is_moabb = fetcher is not None and fetcher.startswith("moabb:")
     fmt = c.string(fs, "format", "files")
     if fmt is not None:
-        from .formats import READERS
+        from .formats import READERS, TRIAL_READERS
 
-        if fmt not in READERS:
-            c.fail("files", f"format must be one of {sorted(READERS)}; got {fmt!r}")
+        if fmt not in READERS and fmt not in TRIAL_READERS:
+            c.fail("files", f"format must be one of {sorted(READERS)} (or a trial reader: "
+                            f"{sorted(TRIAL_READERS)}); got {fmt!r}")
         if is_moabb:
             c.fail("files", "format does not apply to MOABB cards (MOABB reads the files)")
     if any(ch in pattern for ch in _GLOB_CHARS) and not is_moabb:
@@ -1043,6 +1063,13 @@ def load_card(path: str | os.PathLike) -> DatasetCard:
     if unknown_subjects:
         c.fail("dataset", f"artificial_subjects {unknown_subjects} are not among the [files] "
                           f"subjects ({_short(subjects)})")
+
+    from .formats import TRIAL_READERS
+
+    trial_format = fmt is not None and fmt in TRIAL_READERS
+    regions = _channel_lists(c, data, "regions", subjects)
+    selections = _selections(c, data, subjects)
+    reader_options = _reader_options(c, data, fmt)
 
     ch = c.table(data, "channels", "", required=False)
     c.known(ch, _CHANNELS_KEYS, "channels")
@@ -1087,8 +1114,9 @@ def load_card(path: str | os.PathLike) -> DatasetCard:
                 c.known(g, _GROUP_KEYS, gwhere)
             runs = c.id_list(g, "runs", gwhere)
             events = c.str_map(g, "events", gwhere)
-            if events is None:
+            if events is None and not trial_format:
                 c.fail(gwhere, "events is required (a table description = \"label\")")
+            events = events or {}
             if not is_moabb:
                 if "run" in fields and runs is None:
                     c.fail(gwhere, "runs is required because [files] pattern uses {run}")
@@ -1126,10 +1154,15 @@ def load_card(path: str | os.PathLike) -> DatasetCard:
         per_subject = traw.get("classes_per_subject", False)
         if not isinstance(per_subject, bool):
             c.fail(where, f"classes_per_subject must be true or false; got {per_subject!r:.60}")
+        selection = c.string(traw, "selection", where)
+        if selection is not None and selection not in selections:
+            c.fail(where, f"selection {selection!r} is not among the card's [selections] "
+                          f"{sorted(selections)}")
         tasks[tname] = TaskSpec(name=tname, tmin=tmin, tmax=tmax, groups=tuple(groups),
                                 classes=tuple(classes), baseline=baseline,
                                 description=description, sessions=task_sessions,
-                                resample=resample, classes_per_subject=per_subject)
+                                resample=resample, classes_per_subject=per_subject,
+                                selection=selection)
     if modality != "fmri" and not tasks:
         c.fail("tasks", "define at least one [tasks.<name>] table")
     if default_task is not None and default_task not in tasks:
@@ -1138,7 +1171,57 @@ def load_card(path: str | os.PathLike) -> DatasetCard:
     return DatasetCard(path=path, name=name, modality=modality, root=root, pattern=pattern,
                        subjects=subjects, tasks=tasks, channels=channels, sessions=sessions,
                        fetcher=fetcher, site=site, default_task=default_task, format=fmt,
-                       artificial_subjects=tuple(artificial), **texts)
+                       artificial_subjects=tuple(artificial), regions=regions,
+                       selections=selections, reader_options=reader_options, **texts)
+
+
+def _reader_options(c: _Card, data: Mapping, fmt: str | None) -> dict:
+    """``[reader]``: keyword arguments (strings, numbers, booleans) for the ``[files] format``
+    reader, e.g. file names of a release layout (``bcikit.io.braintreebank``)."""
+    raw = c.table(data, "reader", "", required=False)
+    if raw and fmt is None:
+        c.fail("reader", "reader options need a [files] format whose reader takes them")
+    for key, value in raw.items():
+        if not isinstance(value, (str, int, float, bool)):
+            c.fail("reader", f"{key} must be a string, number or boolean; got {value!r:.60}")
+    return dict(raw)
+
+
+def _channel_lists(c: _Card, data: Mapping, key: str, subjects: Sequence) -> dict:
+    """``[regions]``: ``{subject: {region: [channels]}}`` (subjects among the card's)."""
+    raw = c.table(data, key, "", required=False)
+    out: dict = {}
+    for subject, table in raw.items():
+        where = f"{key}.{subject}"
+        if not any(_same_id(subject, s) for s in subjects):
+            c.fail(where, f"subject {subject!r} is not among the [files] subjects "
+                          f"({_short(subjects)})")
+        if not isinstance(table, dict) or not table:
+            c.fail(where, f"must be a table region = [channels]; got {table!r:.60}")
+        for region in table:
+            c.str_list(table, region, where)
+        out[str(subject)] = {str(r): list(v) for r, v in table.items()}
+    return out
+
+
+def _selections(c: _Card, data: Mapping, subjects: Sequence) -> dict:
+    """``[selections.<name>]``: ``note`` (str) and ``channels`` ``{subject: [channels]}``."""
+    raw = c.table(data, "selections", "", required=False)
+    out: dict = {}
+    for name, table in raw.items():
+        where = f"selections.{name}"
+        if not isinstance(table, dict):
+            c.fail(where, f"must be a table; got {table!r:.60}")
+        c.known(table, ("note", "channels"), where)
+        note = c.string(table, "note", where, default="")
+        chans = c.table(table, "channels", where)
+        for subject in chans:
+            if not any(_same_id(subject, s) for s in subjects):
+                c.fail(where, f"subject {subject!r} is not among the [files] subjects "
+                              f"({_short(subjects)})")
+            c.str_list(chans, subject, f"{where}.channels")
+        out[str(name)] = {"note": note, "channels": {str(k): list(v) for k, v in chans.items()}}
+    return out
 
 
 def list_cards(directory: str | os.PathLike = "datasets") -> list[DatasetCard]:

@@ -17,7 +17,11 @@ from typing import Any
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
 # bcikit models live in their own modules, imported the first time they are asked for
-_MODULES = {"MVCNet": "bcikit.models.mvcnet", "MVCNetStem": "bcikit.models.mvcnet"}
+_MODULES = {"MVCNet": "bcikit.models.mvcnet", "MVCNetStem": "bcikit.models.mvcnet",
+            "FLEEGNet": "bcikit.models.fleeg",
+            "DuIN": "bcikit.models.duin", "DuINVQVAE": "bcikit.models.duin",
+            "DuINMAE": "bcikit.models.duin",
+            "CNNBiGRU": "bcikit.models.cnn_bigru"}
 CLASSICAL = ("csp_lda", "ts_lr")
 SIGNAL_PARAMS = ("n_chans", "n_outputs", "n_times", "sfreq", "chs_info", "classes")
 

@@ -6,6 +6,9 @@
 - :func:`simulate_mi_raws`: the continuous runs behind them (``mne.io.RawArray`` + ids).
 - :func:`write_recordings`: write runs as EDF / BrainVision / FIF files or a BIDS tree.
 - :func:`simulate_to_disk`: simulate and write in one go (the ``bcikit simulate`` command).
+- :func:`make_seeg_words`: sEEG word-reading trials + pre-training recordings (Du-IN).
+- :func:`simulate_movie_seeg`: movie-watching sEEG in the Brain Treebank layout, with ground
+  truth and synthetic feature extractors (encoding models); :func:`load_movie_simulation`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,14 @@ _LAZY = {
     "write_recordings": "write",
     "simulate_to_disk": "write",
     "recording_paths": "write",
+    "make_seeg_words": "seeg_words",
+    "SEEGWords": "seeg_words",
+    "write_electrodes": "seeg_words",
+    "simulate_movie_seeg": "movie_seeg",
+    "load_movie_simulation": "movie_seeg",
+    "MovieSimulation": "movie_seeg",
+    "model_catalog": "movie_seeg",
+    "SYNTHETIC_MODELS": "movie_seeg",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,0 +1,520 @@
+"""Heterogeneous motor-imagery sites with known shared structure (FLEEG's simulator check).
+
+The idea of :mod:`bcikit.simulate.motor_imagery` (latent cortical sources with mu and beta
+rhythms, class-dependent desynchronisation, smooth spatial spread to the electrodes, pink
+background), reduced to what a federation check needs and fast enough to build nine sites in
+seconds:
+
+*Sites* differ in montage (14 to 128 electrodes of the 10-05 system, :func:`bcikit.simulate.
+resolve_channels`), sampling rate (160 to 512 Hz), trial length (1 to 7 s) and number of
+subjects (4 to 50 at ``size="full"``). *Latent sources* are the same brain areas everywhere:
+left and right hand areas (under C3 and C4), the foot area (Cz) and two parieto-occipital alpha
+generators (PO3, PO4). Each reaches electrode ``c`` with gain ``exp(-theta^2 / (2 w^2))``
+(``theta`` the angle between the source and electrode directions, ``w`` 0.45 rad: the broad,
+smooth patterns of volume conduction). *Class structure* is shared: left-hand imagery
+desynchronises the right hand area's mu and beta rhythms (and weakly the left one), right-hand
+imagery the opposite. *Subjects* differ in source positions (0.1 rad), gains, mu / beta peak
+frequencies (N(10.5, 0.8), N(21, 2) Hz) and ERD strength; trials in ERD depth. Forty background
+sources with 1/f time courses and per-electrode noise complete the signal (volts).
+
+``negative_control=True`` gives every site unrelated class structure: the hand areas carry no
+class information; instead each site's classes differ in the power of a site-specific extra
+source (random position) in a site-specific band (theta, alpha, beta or low gamma), with a
+site-specific sign (desynchronisation or synchronisation). A federation should not help there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..utils import check_option, check_range, validate_type
+
+__all__ = ["SiteSpec", "site_specs", "simulate_sites", "make_site_data", "make_sites",
+           "compare_on_sites",
+           "CLASSES"]
+
+CLASSES = ["left_hand", "right_hand"]
+_WIDTH = 0.45  # spatial spread of a source, radians
+_N_BACKGROUND = 40
+_SOURCES = {"hand_L": "C3", "hand_R": "C4", "feet": "Cz", "alpha_L": "PO3", "alpha_R": "PO4"}
+_BANDS = {"theta": (6.0, 1.0), "alpha": (10.5, 1.2), "beta": (21.0, 2.5), "gamma": (34.0, 3.0)}
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """One simulated site: name, montage size, rate, trial length, subjects and recipe."""
+
+    name: str
+    n_chans: int
+    sfreq: float
+    duration: float
+    n_subjects: int
+    trials_per_class: int
+    batch_size: int = 64
+    lr: float = 0.005
+
+    @property
+    def n_times(self) -> int:
+        return int(round(self.duration * self.sfreq))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "n_times": self.n_times}
+
+
+# name, channels, sfreq, seconds, subjects (full size)
+_FULL = (
+    ("sim-A", 62, 250.0, 4.0, 50),
+    ("sim-B", 64, 512.0, 3.0, 40),
+    ("sim-C", 32, 250.0, 4.0, 25),
+    ("sim-D", 30, 200.0, 5.0, 20),
+    ("sim-E", 128, 250.0, 7.0, 12),
+    ("sim-F", 60, 200.0, 4.0, 10),
+    ("sim-G", 22, 250.0, 4.0, 8),
+    ("sim-H", 22, 200.0, 1.0, 6),
+    ("sim-I", 14, 160.0, 2.0, 4),
+)
+# small, fast geometries for tests: still all different
+_TINY = (
+    ("sim-A", 22, 160.0, 1.5, 5),
+    ("sim-B", 14, 200.0, 1.0, 4),
+    ("sim-C", 18, 128.0, 2.0, 3),
+    ("sim-D", 16, 160.0, 1.0, 3),
+    ("sim-E", 20, 100.0, 2.0, 3),
+    ("sim-F", 14, 128.0, 1.5, 3),
+    ("sim-G", 24, 160.0, 1.0, 3),
+    ("sim-H", 15, 200.0, 1.0, 3),
+    ("sim-I", 14, 100.0, 1.5, 3),
+)
+
+
+def site_specs(n_sites: int = 9, *, size: str = "full") -> list[SiteSpec]:
+    """The site table: ``size="full"`` (14-128 channels, 160-512 Hz, 1-7 s, 4-50 subjects,
+    20 trials per class and subject), ``"small"`` (the same sites with a quarter of the
+    subjects, at least 4, and 15 trials per class) or ``"tiny"`` (small montages and rates,
+    3-5 subjects, 8 trials per class: for tests)."""
+    check_option(size, ("full", "small", "tiny"), "size", owner="site_specs")
+    validate_type(n_sites, "int", "n_sites", owner="site_specs")
+    check_range(n_sites, "n_sites", low=1, high=len(_FULL), owner="site_specs")
+    out = []
+    for row_full, row_tiny in zip(_FULL[:n_sites], _TINY[:n_sites]):
+        if size == "tiny":
+            name, c, fs, dur, subj = row_tiny
+            out.append(SiteSpec(name, c, fs, dur, subj, 8, batch_size=16, lr=0.005))
+        else:
+            name, c, fs, dur, subj = row_full
+            if size == "small":
+                subj, tpc = max(4, round(subj / 4)), 15
+            else:
+                tpc = 20
+            out.append(SiteSpec(name, c, fs, dur, subj, tpc, batch_size=64, lr=0.005))
+    return out
+
+
+# ---------------------------------------------------------------------------------- geometry
+@lru_cache(maxsize=1)
+def _template_directions() -> dict[str, np.ndarray]:
+    """Unit vectors from the fitted head-sphere centre to every template electrode."""
+    import mne
+
+    builtin = mne.channels.get_builtin_montages()
+    pos: dict[str, np.ndarray] = {}
+    for kind in ("1020", "1005"):
+        name = f"colin27_{kind}" if f"colin27_{kind}" in builtin else f"standard_{kind}"
+        pos.update(mne.channels.make_standard_montage(name).get_positions()["ch_pos"])
+    names = list(pos)
+    P = np.array([pos[n] for n in names])
+    # least-squares sphere: |p|^2 = 2 p.c + (r^2 - |c|^2)
+    A = np.c_[2 * P, np.ones(len(P))]
+    sol, *_ = np.linalg.lstsq(A, (P ** 2).sum(1), rcond=None)
+    d = P - sol[:3]
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    return dict(zip(names, d))
+
+
+def _gains(electrodes: np.ndarray, sources: np.ndarray, width: float) -> np.ndarray:
+    """(C, S) gains ``exp(-theta^2 / (2 width^2))``."""
+    cos = np.clip(electrodes @ sources.T, -1.0, 1.0)
+    return np.exp(-np.arccos(cos) ** 2 / (2 * width ** 2))
+
+
+def _jitter(v: np.ndarray, rng: np.random.Generator, sd: float) -> np.ndarray:
+    w = v + rng.normal(0, sd, v.shape)
+    return w / np.linalg.norm(w, axis=-1, keepdims=True)
+
+
+def _random_directions(rng: np.random.Generator, n: int, *, z_min: float = 0.0) -> np.ndarray:
+    out = []
+    while len(out) < n:
+        v = rng.normal(size=3)
+        v /= np.linalg.norm(v)
+        if v[2] >= z_min:
+            out.append(v)
+    return np.array(out)
+
+
+# ---------------------------------------------------------------------------------- signals
+def _shaped_noise(rng: np.random.Generator, shape: tuple[int, ...], sfreq: float,
+                  amplitude) -> np.ndarray:
+    """Noise with the amplitude spectrum ``amplitude(freqs)``, unit RMS over everything."""
+    n = shape[-1]
+    freqs = np.fft.rfftfreq(n, 1.0 / sfreq)
+    spec = np.fft.rfft(rng.standard_normal(shape), axis=-1) * amplitude(freqs)
+    x = np.fft.irfft(spec, n=n, axis=-1)
+    rms = np.sqrt(np.mean(x ** 2))
+    return x / rms if rms > 0 else x
+
+
+def _band(f0: float, bw: float):
+    return lambda f: np.exp(-0.5 * ((f - f0) / bw) ** 2)
+
+
+def _pink(beta: float):
+    return lambda f: np.where(f > 0, 1.0 / np.maximum(f, 0.5) ** (beta / 2), 0.0)
+
+
+def _simulate_site(spec: SiteSpec, index: int, *, seed: int, difficulty: float,
+                   negative_control: bool):
+    import mne
+
+    from ..data.trialset import TrialSet
+    from ..simulate import resolve_channels
+
+    dirs = _template_directions()
+    ch_names = resolve_channels(spec.n_chans)
+    E = np.array([dirs[c] for c in ch_names])
+    fs, T = spec.sfreq, spec.n_times
+    n_trials = 2 * spec.trials_per_class
+    src_names = list(_SOURCES)
+    base_src = np.array([dirs[_SOURCES[s]] for s in src_names])
+    site_rng = np.random.default_rng([seed, 7, index])
+    site_gain = site_rng.uniform(0.8, 1.2, len(ch_names))
+    extra = None
+    if negative_control:
+        band = list(_BANDS)[site_rng.integers(len(_BANDS))]
+        extra = {"direction": _random_directions(site_rng, 1, z_min=0.2)[0],
+                 "band": _BANDS[band], "sign": float(site_rng.choice([-1.0, 1.0])),
+                 "class": int(site_rng.integers(2)), "amp": 6.0}
+    depth_max = 0.85 * (1.0 - difficulty)
+    X = np.empty((spec.n_subjects * n_trials, len(ch_names), T), np.float32)
+    y = np.empty(spec.n_subjects * n_trials, np.int64)
+    rows = []
+    for s in range(spec.n_subjects):
+        rng = np.random.default_rng([seed, 11, index, s])
+        src = _jitter(base_src, rng, 0.1)
+        A = _gains(E, src, _WIDTH) * rng.uniform(0.7, 1.3, len(src_names))
+        f_mu = rng.normal(10.5, 0.8)
+        f_beta = rng.normal(21.0, 2.0)
+        amp = {"mu": rng.uniform(5.0, 9.0), "beta": rng.uniform(2.0, 4.0),
+               "alpha": rng.uniform(5.0, 10.0)}
+        strength = float(np.clip(rng.normal(1.0, 0.25), 0.4, 1.4))
+        codes = rng.permutation(np.repeat([0, 1], spec.trials_per_class))
+        # source time courses (n_trials, S, T), unit RMS, then scaled
+        mu = _shaped_noise(rng, (n_trials, len(src_names), T), fs, _band(f_mu, 1.2))
+        beta = _shaped_noise(rng, (n_trials, len(src_names), T), fs, _band(f_beta, 2.5))
+        depth = depth_max * strength * rng.uniform(0.5, 1.5, n_trials)
+        scale_mu = np.full((n_trials, len(src_names)), amp["mu"])
+        scale_beta = np.full((n_trials, len(src_names)), amp["beta"])
+        for a in ("alpha_L", "alpha_R"):
+            i = src_names.index(a)
+            scale_mu[:, i] = amp["alpha"]
+            scale_beta[:, i] = 0.0
+        if not negative_control:
+            hl, hr = src_names.index("hand_L"), src_names.index("hand_R")
+            contra = np.where(codes == 0, hr, hl)
+            ipsi = np.where(codes == 0, hl, hr)
+            rows_i = np.arange(n_trials)
+            for m in (scale_mu, scale_beta):
+                m[rows_i, contra] *= 1.0 - np.minimum(depth, 0.95)
+                m[rows_i, ipsi] *= 1.0 - 0.3 * np.minimum(depth, 0.95)
+        sig = mu * scale_mu[:, :, None] + beta * scale_beta[:, :, None]
+        data = np.einsum("cs,nst->nct", A, sig)
+        if extra is not None:
+            d_e = _jitter(extra["direction"][None], rng, 0.1)
+            a_e = _gains(E, d_e, _WIDTH)[:, 0]
+            f0, bw = extra["band"]
+            x_e = _shaped_noise(rng, (n_trials, T), fs, _band(rng.normal(f0, 0.1 * f0), bw))
+            mod = 1.0 + extra["sign"] * np.minimum(depth, 0.95) * (codes == extra["class"])
+            mod = np.maximum(mod, 0.05)
+            data += a_e[None, :, None] * (extra["amp"] * mod)[:, None, None] * x_e[:, None, :]
+        # background sources and sensor noise
+        bg_dirs = _random_directions(rng, _N_BACKGROUND, z_min=-0.3)
+        bg = _shaped_noise(rng, (n_trials, _N_BACKGROUND, T), fs, _pink(rng.uniform(1.0, 1.6)))
+        data += np.einsum("cb,nbt->nct", _gains(E, bg_dirs, 0.3), bg) * rng.uniform(1.5, 2.5)
+        data += _shaped_noise(rng, (n_trials, len(ch_names), T), fs, _pink(1.0)) * 1.5
+        data += rng.normal(0, 1.0, data.shape)
+        data *= site_gain[None, :, None] * 1e-6
+        sl = slice(s * n_trials, (s + 1) * n_trials)
+        X[sl] = data.astype(np.float32)
+        y[sl] = codes
+        label = f"S{s + 1:02d}"
+        rows.extend({"subject": label, "session": "0", "run": "1", "trial": t,
+                     "onset": float(t * (spec.duration + 4.0)), "dataset": spec.name,
+                     "site": spec.name} for t in range(n_trials))
+    info = mne.create_info(ch_names, fs, "eeg")
+    return TrialSet(X, y, pd.DataFrame(rows), info, CLASSES, tmin=0.0)
+
+
+def simulate_sites(n_sites: int = 9, *, size: str = "full", negative_control: bool = False,
+                   difficulty: float = 0.3, seed: int = 0,
+                   only: Iterable[int | str] | None = None,
+                   specs: Sequence[SiteSpec] | None = None,
+                   jobs: int = 1) -> list[tuple[SiteSpec, Any]]:
+    """Simulate heterogeneous motor-imagery sites sharing latent sources and class structure.
+
+    Parameters
+    ----------
+    n_sites : int
+        1 to 9 sites of the :func:`site_specs` table.
+    size : {"full", "small", "tiny"}
+        Table size (see :func:`site_specs`).
+    negative_control : bool
+        Unrelated class structure per site (see the module notes).
+    difficulty : float
+        In [0, 1): ERD depth is ``0.85 * (1 - difficulty)`` times subject and trial factors.
+    seed : int
+        Every site depends only on ``seed``, its index and the knobs.
+    only : iterable of int or str, or None
+        Build only these sites (indices or names), e.g. the one a Flower client holds.
+    specs : sequence of SiteSpec or None
+        A custom site table (overrides ``n_sites`` and ``size``).
+    jobs : int
+        Worker processes (one site each); the result does not depend on it.
+
+    Returns
+    -------
+    list of (SiteSpec, TrialSet)
+        Two classes (0 = left hand), volts, ``meta['site']`` and ``meta['dataset']`` the site
+        name, subjects ``S01`` ...
+
+    Examples
+    --------
+    >>> sims = simulate_sites(3, size="tiny")  # doctest: +SKIP
+    >>> [(spec.name, ts.X.shape) for spec, ts in sims]  # doctest: +SKIP
+    """
+    owner = "simulate_sites"
+    validate_type(negative_control, bool, "negative_control", owner=owner)
+    validate_type(difficulty, "numeric", "difficulty", owner=owner)
+    check_range(difficulty, "difficulty", low=0.0, high=1.0, high_inclusive=False, owner=owner)
+    validate_type(seed, "int", "seed", owner=owner)
+    table = list(specs) if specs is not None else site_specs(n_sites, size=size)
+    wanted = None
+    if only is not None:
+        wanted = set()
+        names = [sp.name for sp in table]
+        for item in only:
+            if isinstance(item, str):
+                if item not in names:
+                    raise ValueError(f"simulate_sites: no site named {item!r}; the sites are "
+                                     f"{names}.")
+                wanted.add(names.index(item))
+            else:
+                check_range(int(item), "only", low=0, high=len(table) - 1, owner=owner)
+                wanted.add(int(item))
+    todo = [(spec, i) for i, spec in enumerate(table) if wanted is None or i in wanted]
+    kwargs = dict(seed=seed, difficulty=float(difficulty), negative_control=negative_control)
+    sets = _map(lambda job: _simulate_site(job[0], job[1], **kwargs), todo, jobs)
+    return [(spec, ts) for (spec, _), ts in zip(todo, sets)]
+
+
+def _map(fn, items: Sequence, jobs: int) -> list:
+    """``[fn(x) for x in items]``, in ``jobs`` forked processes when ``jobs > 1``."""
+    validate_type(jobs, "int", "jobs")
+    check_range(jobs, "jobs", low=1)
+    if jobs == 1 or len(items) < 2:
+        return [fn(x) for x in items]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    global _MAP_FN
+    _MAP_FN = fn  # inherited by the forked workers
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(min(jobs, len(items)), mp_context=ctx) as pool:
+        return list(pool.map(_call_map_fn, items))
+
+
+_MAP_FN = None
+
+
+def _call_map_fn(item):
+    return _MAP_FN(item)
+
+
+def make_site_data(sims: Sequence[tuple[SiteSpec, Any]], *, fold: int = 0,
+                   n_test: int | float = 1,
+                   n_folds: int | None = None, validation: str = "subject", seed: int = 123,
+                   filter: bool = True, jobs: int = 1) -> list:
+    """:class:`~bcikit.federated.SiteData` for simulated sites (same fold everywhere).
+
+    ``n_folds`` defaults to the largest site's ``ceil(n_subjects / n_test)`` (spec §4: smaller
+    sites reuse reshuffled subjects), or ``ceil(1 / n_test)`` for a fraction.
+    """
+    from .sites import SiteData
+
+    if n_folds is None:
+        n_folds = (math.ceil(1 / n_test) if isinstance(n_test, float)
+                   else max(math.ceil(sp.n_subjects / n_test) for sp, _ in sims))
+    return _map(lambda sim: SiteData.from_trialset(
+        sim[1], sim[0].name, fold=fold, n_folds=n_folds, n_test=n_test, validation=validation,
+        seed=seed, filter=filter, batch_size=sim[0].batch_size, lr=sim[0].lr), list(sims), jobs)
+
+
+def make_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int, fold: int = 0,
+               n_test: int | float = 1, n_folds: int | None = None, validation: str = "subject",
+               seed: int = 123, device: str = "cpu", filter: bool = True) -> list:
+    """:class:`~bcikit.federated.Site` objects for simulated sites (see :func:`make_site_data`)."""
+    from .sites import Site
+
+    datas = make_site_data(sims, fold=fold, n_test=n_test, n_folds=n_folds,
+                           validation=validation, seed=seed, filter=filter)
+    return [Site(d, rounds=rounds, seed=seed, device=device) for d in datas]
+
+
+def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
+                     folds: Iterable[int] = (0,), n_test: int | float = 1, seed: int = 123,
+                     device: str = "cpu", weighting: str = "samples", jobs: int = 1,
+                     verbose: bool | None = None) -> dict[str, Any]:
+    """Federated versus local-only on the same splits, per site and per test subject.
+
+    For every fold, builds the sites twice (same data, seed and splits), runs
+    :func:`~bcikit.federated.run_federated` and :func:`~bcikit.federated.run_local` for
+    ``rounds`` rounds / epochs, and collects per-subject test accuracies. A subject tested in
+    several folds (small sites) is averaged over its repeats first.
+
+    Returns
+    -------
+    dict
+        ``sites``: per site ``{"n_subjects", "federated_acc", "local_acc", "gain",
+        "subjects": {subject: {"federated", "local"}}}``; ``mean_gain`` over sites;
+        ``paired``: Wilcoxon signed-rank and paired t-test over all (site, subject) pairs
+        (``statistic``, ``pvalue``, ``n``); ``gain_vs_size``: Spearman correlation of the gain
+        with the site's subject count (negative = larger gains on smaller sites); ``timing_s``.
+        ``verbose`` prints the time of every run.
+    """
+    from scipy import stats
+
+    from .loop import run_federated, run_local
+
+    folds = list(folds)
+    per: dict[str, dict[str, dict[str, list[float]]]] = {sp.name: {} for sp, _ in sims}
+    import time
+
+    from .sites import Site
+
+    timing = {}
+    for fold in folds:
+        t0 = time.perf_counter()
+        datas = make_site_data(sims, fold=fold, n_test=n_test, seed=seed, jobs=jobs)
+        timing[f"fold{fold}-prepare"] = time.perf_counter() - t0
+        for kind, runner in (("federated", run_federated), ("local", run_local)):
+            t0 = time.perf_counter()
+            sites = [Site(d, rounds=rounds, seed=seed, device=device) for d in datas]
+            res = (runner(sites, rounds, weighting=weighting, verbose=False)
+                   if kind == "federated" else runner(sites, rounds, verbose=False))
+            del sites
+            timing[f"fold{fold}-{kind}"] = time.perf_counter() - t0
+            if verbose:
+                print(f"fold {fold} {kind}: {timing[f'fold{fold}-{kind}']:.1f} s, mean test "
+                      f"acc {res.mean_acc():.3f}", flush=True)
+            for name, m in res.sites.items():
+                for subj, acc in m["subject-acc"].items():
+                    per[name].setdefault(subj, {"federated": [], "local": []})[kind].append(acc)
+    out_sites = {}
+    pairs = []
+    sizes, gains = [], []
+    for spec, _ in sims:
+        subs = {s: {k: float(np.mean(v)) for k, v in d.items()} for s, d in per[spec.name].items()}
+        fed = float(np.mean([d["federated"] for d in subs.values()]))
+        loc = float(np.mean([d["local"] for d in subs.values()]))
+        out_sites[spec.name] = {"n_subjects": spec.n_subjects, "federated_acc": fed,
+                                "local_acc": loc, "gain": fed - loc, "subjects": subs}
+        pairs.extend((d["federated"], d["local"]) for d in subs.values())
+        sizes.append(spec.n_subjects)
+        gains.append(fed - loc)
+    f_arr = np.array([p[0] for p in pairs])
+    l_arr = np.array([p[1] for p in pairs])
+    paired: dict[str, Any] = {"n": len(pairs), "mean_diff": float(np.mean(f_arr - l_arr))}
+    if len(pairs) > 1 and np.any(f_arr != l_arr):
+        w = stats.wilcoxon(f_arr, l_arr)
+        t = stats.ttest_rel(f_arr, l_arr)
+        paired.update({"wilcoxon": {"statistic": float(w.statistic), "pvalue": float(w.pvalue)},
+                       "ttest": {"statistic": float(t.statistic), "pvalue": float(t.pvalue)}})
+    corr = (float(stats.spearmanr(sizes, gains).statistic)
+            if len(set(sizes)) > 1 and len(set(gains)) > 1 and len(sims) > 2 else math.nan)
+    return {"sites": out_sites, "mean_gain": float(np.mean(gains)), "paired": paired,
+            "gain_vs_size": corr, "rounds": rounds, "folds": list(folds), "n_test": n_test,
+            "timing_s": timing}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """``python -m bcikit.federated.simulate``: the simulator check of spec §8.4.
+
+    Runs :func:`compare_on_sites` on the 9-site table (and, with ``--negative-control``, on the
+    unrelated-structure sites) and writes the result as JSON (``--out``, never overwritten).
+    """
+    import argparse
+    import json
+    import time
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(prog="python -m bcikit.federated.simulate",
+                                description=main.__doc__.splitlines()[0])
+    p.add_argument("--size", default="full", choices=("full", "small", "tiny"))
+    p.add_argument("--sites", type=int, default=9)
+    p.add_argument("--rounds", type=int, default=250)
+    p.add_argument("--folds", type=int, default=1, help="folds 0..N-1 (default 1)")
+    p.add_argument("--n-test", type=float, default=1,
+                   help="test subjects per site and fold (int), or a fraction in (0, 1)")
+    p.add_argument("--trials-per-class", type=int, default=None)
+    p.add_argument("--difficulty", type=float, default=0.3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--negative-control", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="progress and timings")
+    p.add_argument("--jobs", type=int, default=1, help="processes for simulation and filtering")
+    p.add_argument("--out", default=None, help="JSON file to write (must not exist)")
+    args = p.parse_args(argv)
+    if args.out and Path(args.out).exists():
+        raise SystemExit(f"{args.out!r} exists; choose another --out.")
+    specs = site_specs(args.sites, size=args.size)
+    if args.trials_per_class:
+        from dataclasses import replace
+
+        specs = [replace(s, trials_per_class=args.trials_per_class) for s in specs]
+    if args.device != "cpu":
+        import torch
+
+        torch.backends.cudnn.benchmark = True  # fixed shapes per site; speed over bitwise repeats
+    t0 = time.perf_counter()
+    sims = simulate_sites(specs=specs, seed=args.seed, difficulty=args.difficulty,
+                          negative_control=args.negative_control, jobs=args.jobs)
+    t_sim = time.perf_counter() - t0
+    if args.verbose:
+        print(f"simulated {len(sims)} sites in {t_sim:.1f} s", flush=True)
+    n_test = int(args.n_test) if args.n_test >= 1 else float(args.n_test)
+    out = compare_on_sites(sims, rounds=args.rounds, folds=range(args.folds), n_test=n_test,
+                           device=args.device, jobs=args.jobs, verbose=args.verbose)
+    out.update({"negative_control": args.negative_control, "size": args.size,
+                "specs": [s.to_dict() for s in specs], "simulate_s": t_sim,
+                "total_s": time.perf_counter() - t0, "difficulty": args.difficulty,
+                "seed": args.seed})
+    text = json.dumps(out, indent=1)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    for name, row in out["sites"].items():
+        print(f"{name}: {row['n_subjects']:3d} subjects  federated {row['federated_acc']:.3f}  "
+              f"local {row['local_acc']:.3f}  gain {row['gain']:+.3f}")
+    print(f"mean gain {out['mean_gain']:+.3f}; paired {out['paired']}; "
+          f"gain vs size (Spearman) {out['gain_vs_size']:.2f}")
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
