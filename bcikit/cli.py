@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--bids", action="store_true", help="write a BIDS tree")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KNOB=VALUE",
                    help="simulator knob, e.g. --set n_subjects=2 (see bcikit.simulate)")
+    from .federated.cli import add_parser as add_fl_parser  # stdlib-only module
+
+    add_fl_parser(sub)
     return p
 
 
@@ -84,6 +87,21 @@ def _cmd_run(args) -> int:
     result = run_pipeline(args.pipeline, dataset=args.dataset, out=args.out, device=args.device,
                           overrides=args.overrides, resume=args.resume, verbose=args.progress)
     if not result.metrics:  # a non-zero rank under torchrun: rank 0 reports
+        return 0
+    if result.metrics.get("kind") == "encoding":
+        m = result.metrics
+
+        def fmt(v):
+            return "n/a" if v is None else f"{v:.3f}"
+
+        print(f"run folder: {result.run_dir}")
+        print(f"  sites: {m['n_sites']} called; precision {fmt(m['site_precision'])}, recall "
+              f"{fmt(m['site_recall'])} (against the simulator's non-linear multimodal "
+              f"electrodes)")
+        for name, a in m["per_alignment"].items():
+            print(f"  {name}: {a['n_sites']} sites; median r trained "
+                  f"{fmt(a['trained_median_r'])}, random {fmt(a['random_median_r'])}")
+        print(f"  report: {result.run_dir / 'report.md'}")
         return 0
     summary = result.metrics["summary"]
     print(f"run folder: {result.run_dir}")
