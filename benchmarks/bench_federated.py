@@ -287,10 +287,12 @@ def tables(payload: dict[str, Any]) -> str:
             if f"{key}_round_s" in s:
                 ovh = s[f"{key}_overhead"]
                 share = s.get(f"{key}_orchestration_share")
+                parallel = key.startswith("ray_cpus") and key != "ray_cpus1"
                 rows.append([label, _fmt(s[f"{key}_round_s"], " s"),
                              _fmt(s[f"{key}_round1_s"], " s"),
                              "-" if ovh is None else f"{100 * ovh:+.0f} %",
-                             "-" if share is None else f"{100 * share:.1f} %",
+                             "- (ClientApps in parallel)" if parallel or share is None
+                             else f"{100 * share:.1f} %",
                              _fmt(s[f"{key}_outside_rounds_s"], " s", 1)])
         lines.append(f"Per round, {ov['n_sites']} sites `{ov['sites']}`, {ov['rounds']} rounds "
                      f"(steady = median of rounds 2..{ov['rounds']}):\n")
@@ -396,20 +398,18 @@ def main(argv: list[str] | None = None) -> int:
         payload = {**old, "benchmark": "federated"}
         payload.setdefault("runs", []).append({"sections": only, "environment": env,
                                                "args": vars(args)})
+    runners = {"overhead": lambda w: bench_overhead(args, w),
+               "upload": lambda w: bench_upload(args, w, payload.get("overhead")),
+               "sites20": lambda w: bench_sites20(args, w),
+               "dp": lambda w: bench_dp(args, w),
+               "deploy": lambda w: bench_deploy(args, w)}
     with tempfile.TemporaryDirectory(prefix="bench-federated-") as tmp:
         work = Path(tmp)
-        if "overhead" in only:
-            payload["overhead"] = bench_overhead(args, work)
-        if "upload" in only:
-            payload["upload"] = bench_upload(args, work, payload.get("overhead"))
-        if "sites20" in only:
-            payload["sites20"] = bench_sites20(args, work)
-        if "dp" in only:
-            payload["dp"] = bench_dp(args, work)
-        if "deploy" in only:
-            payload["deploy"] = bench_deploy(args, work)
-    payload["load_after"] = os.getloadavg()
-    write_json(out, payload, overwrite=args.overwrite or args.merge)
+        for i, section in enumerate(s for s in SECTIONS if s in only):
+            payload[section] = runners[section](work)
+            payload["load_after"] = os.getloadavg()
+            # written after every section: an interrupted run keeps what it measured
+            write_json(out, payload, overwrite=args.overwrite or args.merge or i > 0)
     text = tables(payload)
     print(text)
     if args.update_readme:
