@@ -4,6 +4,7 @@ Sub-commands::
 
     bcikit run PIPELINE.toml [--dataset CARD.toml | BIDS_ROOT] [--out DIR] [--device D]
                              [--set key=value ...] [--resume DIR]
+                             [--stage all|pretrain|finetune] [--init RUN_DIR]   (Du-IN)
     bcikit compare A.toml B.toml ... [--dataset D] [--out DIR] [--set key=value ...]
     bcikit info PATH                 what a file or BIDS root holds
     bcikit datasets [DIR]            the dataset cards
@@ -44,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=2 (repeatable)")
     r.add_argument("--resume", metavar="DIR", help="continue an interrupted run folder")
+    r.add_argument("--stage", choices=["all", "pretrain", "finetune"],
+                   help="Du-IN pipelines: pre-train and fine-tune (all), pre-train only, or "
+                        "fine-tune from --init (= --set pretrain.stage=...)")
+    r.add_argument("--init", metavar="RUN_DIR",
+                   help="Du-IN pipelines: reuse the pre-training checkpoints of RUN_DIR "
+                        "(= --set pretrain.init=RUN_DIR)")
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: only on a terminal)")
 
@@ -84,9 +91,34 @@ def _cmd_run(args) -> int:
 
     if args.pipeline is None and args.resume is None:
         raise ValueError("bcikit run needs a pipeline file (or --resume DIR).")
+    overrides = list(args.overrides)
+    if args.resume is not None and (args.stage or args.init):
+        raise ValueError("--resume continues a run with its own configuration; --stage and "
+                         "--init cannot change it.")
+    if args.stage is not None:
+        overrides.append(f"pretrain.stage={args.stage}")
+    if args.init is not None:
+        overrides.append(f'pretrain.init="{args.init}"')
     result = run_pipeline(args.pipeline, dataset=args.dataset, out=args.out, device=args.device,
-                          overrides=args.overrides, resume=args.resume, verbose=args.progress)
+                          overrides=overrides, resume=args.resume, verbose=args.progress)
     if not result.metrics:  # a non-zero rank under torchrun: rank 0 reports
+        return 0
+    if result.metrics.get("stage") == "pretrain":
+        print(f"run folder: {result.run_dir}")
+        pre = result.metrics.get("pretrain") or {}
+        groups = {"": pre} if "held_out" in pre else pre
+        for name, m in groups.items():
+            h = (m or {}).get("held_out", {})
+            if h:
+                line = (f"  pre-training{' ' + name if name else ''}: "
+                        f"{h.get('codes_used_fraction', 0):.1%} of the codes used on held-out "
+                        f"crops")
+                if "masked_code_accuracy" in h:
+                    line += (f", masked-code accuracy {h['masked_code_accuracy']:.3f} (majority "
+                             f"{h.get('majority_code_rate', 0):.3f})")
+                print(line)
+        print(f"  fine-tune with: bcikit run {args.pipeline} --stage finetune --init "
+              f"{result.run_dir}")
         return 0
     if result.metrics.get("kind") == "encoding":
         m = result.metrics

@@ -18,12 +18,22 @@ Sections
 ``[preprocess]`` bandpass ([low, high] Hz), resample (Hz), alignment ("none" | "euclidean", per
                  subject), alignment_test (how a subject unseen in training is aligned:
                  "causal" running mean in recording order, "transductive" all its trials,
-                 "fit" refuse), scale ("none" | "channel"); all fitted on training data only
+                 "fit" refuse), scale ("none" | "channel"), channels ("all" | "region" |
+                 "contribution": intracranial channel selection, with regions and n_channels);
+                 all fitted on training data only
 ``[model]``      name (a braindecode model, a bcikit model or a classical baseline), ``[model.params]``
 ``[train]``      epochs, batch_size, lr, optimizer, weight_decay, scheduler, patience, monitor,
-                 device, precision, keep_on_device, grad_clip
+                 device, precision, keep_on_device, grad_clip, recipe ("none" | "duin": the
+                 Du-IN classifier recipe fills the fields not given and adds warmup_epochs,
+                 lr_min), selection ("last" epoch | "best" validation epoch)
 ``[evaluate]``   protocol, ``[evaluate.params]`` (protocol options), seeds, metrics
 ``[output]``     dir (parent of run folders), checkpoint (save the trained model)
+``[pretrain]``   Du-IN pre-training (optional, ``[model] name = "DuIN"`` only): stages
+                 (``[]``, ``["vqvae"]``, ``["vqvae", "mae"]``), stage ("all" | "pretrain" |
+                 "finetune"), init (a run folder whose ``pretrain/`` checkpoints are reused),
+                 source ("separate" recordings | "train_runs"), crop_seconds, epochs_vqvae,
+                 epochs_mae, batch_size_vqvae, batch_size_mae, crops_per_segment, seed,
+                 vqvae_params, mae_params (see :mod:`bcikit.pretrain`)
 ``[encoding]``   only in ``kind = "encoding"`` pipelines (encoding models of sEEG, see
                  :mod:`bcikit.encoding.pipeline`): models, alignments, signal, reference,
                  protocol, purge, n_boot, bootstrap, bins, q, min_obs, device, seed
@@ -43,10 +53,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-SIMULATORS = ("motor_imagery", "movie_seeg")
+SIMULATORS = ("motor_imagery", "movie_seeg", "seeg_words")
 KINDS = ("decoding", "encoding")
 #: which simulator each kind of pipeline can use
-KIND_SIMULATORS = {"decoding": ("motor_imagery",), "encoding": ("movie_seeg",)}
+KIND_SIMULATORS = {"decoding": ("motor_imagery", "seeg_words"), "encoding": ("movie_seeg",)}
 ENCODING_ALIGNMENTS = ("language", "vision")
 ENCODING_SIGNALS = ("broadband", "zscore", "high_gamma", "despike")
 ENCODING_REFERENCES = ("none", "car", "shaft_car", "laplacian", "bipolar")
@@ -54,7 +64,7 @@ ENCODING_PROTOCOLS = ("paper", "nested")
 BOOTSTRAP_MODES = ("refit", "oof")
 SCORE_BINS = ("shared", "own")
 PROTOCOL_NAMES = ("chronological", "chronological_kfold", "kfold", "leave_one_run_out",
-                  "cross_session", "leave_one_subject_out")
+                  "cross_session", "leave_one_subject_out", "official_trials")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("none", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -62,6 +72,12 @@ MONITORS = ("val_loss", "val_accuracy")
 ALIGNMENTS = ("none", "euclidean")
 ALIGNMENT_TEST_MODES = ("causal", "transductive", "fit")
 SCALES = ("none", "channel")
+CHANNEL_MODES = ("all", "region", "contribution")
+RECIPES = ("none", "duin")
+SELECTIONS = ("last", "best")
+PRETRAIN_STAGES = ("vqvae", "mae")
+PRETRAIN_RUN_STAGES = ("all", "pretrain", "finetune")
+PRETRAIN_SOURCES = ("separate", "train_runs")
 METRICS = ("accuracy", "balanced_accuracy", "cohen_kappa", "f1_macro", "roc_auc")
 
 
@@ -141,6 +157,17 @@ def list_of_int(v):
         "a non-empty list of integers"
 
 
+def non_empty_list_of_str(v):
+    ok = isinstance(v, list) and len(v) > 0 and all(isinstance(x, str) for x in v)
+    return ok, "a non-empty list of strings"
+
+
+def stage_list(v):
+    ok = (isinstance(v, list) and all(x in PRETRAIN_STAGES for x in v) and len(set(v)) == len(v)
+          and v in ([], ["vqvae"], ["vqvae", "mae"]))
+    return ok, "[] (from scratch), [\"vqvae\"] or [\"vqvae\", \"mae\"]"
+
+
 def subset_of(options):
     def check(v):
         ok = isinstance(v, list) and len(v) > 0 and all(x in options for x in v) \
@@ -203,6 +230,9 @@ class PreprocessSection:
     alignment: str = F(one_of(ALIGNMENTS), "none")
     alignment_test: str = F(one_of(ALIGNMENT_TEST_MODES), "causal")
     scale: str = F(one_of(SCALES), "none")
+    channels: str = F(one_of(CHANNEL_MODES), "all")
+    regions: list = F(non_empty_list_of_str, ["vSMC", "STG"])
+    n_channels: int = F(int_at_least(1), 10)
 
 
 @dataclass
@@ -225,6 +255,10 @@ class TrainSection:
     precision: str = F(one_of(PRECISIONS), "auto")
     keep_on_device: Any = F(keep_on_device, "auto")
     grad_clip: float | None = F(optional(num_above(0)))
+    recipe: str = F(one_of(RECIPES), "none")
+    selection: str = F(one_of(SELECTIONS), "last")
+    warmup_epochs: int | None = F(optional(int_at_least(0)))
+    lr_min: float | None = F(optional(num_above(0, inclusive=True)))
 
 
 @dataclass
@@ -258,6 +292,25 @@ class EncodingSection:
     seed: int = F(int_at_least(0), 0)
 
 
+@dataclass
+class PretrainSection:
+    """Du-IN pre-training (``[pretrain]``; see :mod:`bcikit.pretrain`)."""
+
+    stages: list = F(stage_list, ["vqvae", "mae"])
+    stage: str = F(one_of(PRETRAIN_RUN_STAGES), "all")
+    init: str | None = F(optional(is_str))
+    source: str = F(one_of(PRETRAIN_SOURCES), "separate")
+    crop_seconds: float = F(num_above(0), 4.0)
+    epochs_vqvae: int = F(int_at_least(1), 400)
+    epochs_mae: int = F(int_at_least(1), 400)
+    batch_size_vqvae: int = F(int_at_least(1), 32)
+    batch_size_mae: int = F(int_at_least(1), 64)
+    crops_per_segment: int | None = F(optional(int_at_least(1)))
+    seed: int = F(int_at_least(0), 0)
+    vqvae_params: dict = F(is_table, {})
+    mae_params: dict = F(is_table, {})
+
+
 SECTIONS: dict[str, type] = {
     "pipeline": PipelineSection,
     "data": DataSection,
@@ -267,11 +320,13 @@ SECTIONS: dict[str, type] = {
     "evaluate": EvaluateSection,
     "output": OutputSection,
     "encoding": EncodingSection,
+    "pretrain": PretrainSection,
 }
 REQUIRED_SECTIONS = ("pipeline",)
 #: the sections each kind of pipeline reads (the others are refused when present)
 KIND_SECTIONS = {
-    "decoding": ("pipeline", "data", "preprocess", "model", "train", "evaluate", "output"),
+    "decoding": ("pipeline", "data", "preprocess", "model", "train", "evaluate", "output",
+                 "pretrain"),
     "encoding": ("pipeline", "data", "encoding", "output"),
 }
 
@@ -289,6 +344,7 @@ class PipelineConfig:
     output: OutputSection
     source: str = "<dict>"
     encoding: EncodingSection | None = None
+    pretrain: PretrainSection | None = None
 
     @property
     def kind(self) -> str:
@@ -361,9 +417,13 @@ def validate_config(raw: dict, *, source: str = "<dict>") -> PipelineConfig:
                               f"(its sections: {', '.join(f'[{w}]' for w in wanted)}).")
     if kind == "decoding" and "model" not in raw:
         raise ConfigError(f"{source}: the section [model] is required.")
-    parts = {name: (_build_section(cls, raw.get(name, {}), name, source) if name in wanted
+    optional_sections = ("pretrain",)  # built only when the file has them
+    parts = {name: (_build_section(cls, raw.get(name, {}), name, source)
+                    if name in wanted and (name in raw or name not in optional_sections)
                     else None)
              for name, cls in SECTIONS.items() if name != "pipeline"}
+    if kind == "decoding":
+        _check_decoding(parts, raw, source)
     data = parts["data"]
     if "simulator" in raw.get("data", {}) and data.simulator not in KIND_SIMULATORS[kind]:
         raise ConfigError(f"{source}: [data] simulator must be one of "
@@ -372,6 +432,68 @@ def validate_config(raw: dict, *, source: str = "<dict>") -> PipelineConfig:
     if "simulator" not in raw.get("data", {}):
         data.simulator = KIND_SIMULATORS[kind][0]
     return PipelineConfig(pipeline=pipeline, **parts, source=source)
+
+
+#: Spec §2.5, classifier row (bcikit.train.duin_recipe.STAGE_RECIPES["classifier"]; kept here as
+#: plain numbers so that reading a pipeline file never imports torch; a test checks they agree).
+DUIN_CLASSIFIER_RECIPE = {"epochs": 200, "batch_size": 32, "lr": 2e-4, "weight_decay": 0.05,
+                          "warmup_fraction": 0.1, "lr_min": 5e-6}
+
+
+def _check_decoding(parts: dict, raw: dict, source: str) -> None:
+    """Checks across fields of a decoding pipeline; resolves ``[train] recipe = "duin"``."""
+    train, pre, prep = parts["train"], parts["pretrain"], parts["preprocess"]
+    given = raw.get("train", {}) if isinstance(raw.get("train"), dict) else {}
+    if train.recipe == "duin":
+        r = DUIN_CLASSIFIER_RECIPE
+        for key in ("epochs", "batch_size", "lr", "weight_decay"):
+            if key not in given:
+                setattr(train, key, r[key])
+        if "optimizer" in given and train.optimizer != "adamw":
+            raise ConfigError(f"{source}: [train] optimizer must be 'adamw' (or omitted) with "
+                              f"recipe = 'duin' (AdamW without decay on 1-D parameters); got "
+                              f"{_describe(train.optimizer)}.")
+        if "scheduler" in given and train.scheduler != "none":
+            raise ConfigError(f"{source}: [train] scheduler must be omitted with recipe = 'duin' "
+                              f"(the recipe sets a warm-up + half-cosine schedule); got "
+                              f"{_describe(train.scheduler)}.")
+        train.optimizer, train.scheduler = "adamw", "none"
+        if train.warmup_epochs is None:
+            train.warmup_epochs = int(train.epochs * r["warmup_fraction"])
+        if train.lr_min is None:
+            train.lr_min = r["lr_min"]
+        if train.warmup_epochs > train.epochs:
+            raise ConfigError(f"{source}: [train] warmup_epochs must be <= epochs "
+                              f"({train.epochs}); got {train.warmup_epochs}.")
+        if train.lr_min > train.lr:
+            raise ConfigError(f"{source}: [train] lr_min must be <= lr ({train.lr:g}); got "
+                              f"{train.lr_min:g}.")
+    else:
+        for key in ("warmup_epochs", "lr_min"):
+            if key in given:
+                raise ConfigError(f"{source}: [train] {key} is a field of recipe = 'duin'; "
+                                  f"set [train] recipe = \"duin\" or remove it.")
+    if pre is None:
+        return
+    model = parts["model"]
+    if model.name != "DuIN":
+        raise ConfigError(f"{source}: [pretrain] pre-trains Du-IN and needs [model] name = "
+                          f"'DuIN'; got {_describe(model.name)}. Remove [pretrain] for other "
+                          f"models.")
+    if pre.stage == "finetune" and pre.init is None:
+        raise ConfigError(f"{source}: [pretrain] stage = 'finetune' needs init = \"RUN_DIR\" (a "
+                          f"run folder holding pretrain/ checkpoints; CLI: --init RUN_DIR).")
+    if pre.stage == "pretrain" and pre.init is not None:
+        raise ConfigError(f"{source}: [pretrain] stage = 'pretrain' runs the pre-training, so "
+                          f"init must be omitted; got init = {_describe(pre.init)}.")
+    if not pre.stages and (pre.stage == "pretrain" or pre.init is not None):
+        raise ConfigError(f"{source}: [pretrain] stages = [] trains from scratch: stage must be "
+                          f"'all' and init omitted; got stage = {_describe(pre.stage)}, init = "
+                          f"{_describe(pre.init)}.")
+    if prep.alignment != "none":
+        raise ConfigError(f"{source}: [preprocess] alignment must be 'none' with [pretrain] (the "
+                          f"pre-training recordings are not aligned); got "
+                          f"{_describe(prep.alignment)}.")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

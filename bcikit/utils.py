@@ -197,3 +197,23 @@ def require(module: str, *, extra: str | None = None, purpose: str = ""):
     except ImportError as err:  # pragma: no cover - depends on the environment
         hint = f"pip install 'bcikit-neuro[{extra}]'" if extra else f"pip install {module}"
         raise ImportError(f"{purpose or module} needs the package {module!r}: {hint}") from err
+
+
+def lazy_exports(package: str, names: dict[str, str]):
+    """``__getattr__`` and ``__dir__`` for a package whose names live in submodules.
+
+    ``names`` maps an exported name to the submodule (relative to ``package``) that defines it;
+    the submodule is imported on first access, so ``import package`` stays cheap (no torch).
+    Use it as ``__getattr__, __dir__ = lazy_exports(__name__, _LAZY)``.
+    """
+    import importlib
+
+    def __getattr__(name: str):
+        if name in names:
+            return getattr(importlib.import_module(f"{package}.{names[name]}"), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted(set(vars(sys.modules[package])) | set(names))
+
+    return __getattr__, __dir__

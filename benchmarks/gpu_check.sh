@@ -9,6 +9,16 @@
 #   bash benchmarks/gpu_check.sh sim OUTDIR     the simulator comparison alone; SIM_SET adds
 #                                               overrides (SIM_SET="data.simulate.difficulty=0.6")
 #                                               and SIM_OTHERS the pipelines beside MVCNet
+#   bash benchmarks/gpu_check.sh fleeg-duin OUTDIR
+#                                               CUDA tests; the FLEEG 9-site check at full size
+#                                               (federated and local-only arms of the positive and
+#                                               the negative control as four processes, 250
+#                                               rounds); the Du-IN simulator experiment
+#                                               (benchmarks/duin_simulator.py, DUIN_ARGS); then
+#                                               the Du-IN and encoding-ridge GPU benchmarks.
+#                                               DEADLINE (s, default 540) bounds the whole call:
+#                                               what is unfinished by then is stopped, and what
+#                                               finished is kept.
 #
 # Everything it writes goes to OUTDIR: logs, benchmark JSON, and the comparison folders as
 # tarballs (the run folders without checkpoints). On a machine where bcikit is installed with
@@ -61,6 +71,52 @@ pack() {  # pack NAME DIR: the comparison folders without checkpoints, logs incl
   tar czf "$out/$1.tgz" --exclude=checkpoints -C "$(dirname "$2")" "$(basename "$2")" \
     $(cd "$(dirname "$2")" && ls -d "$(basename "$2")"-*.log 2>/dev/null)
 }
+
+if [ "$mode" = fleeg-duin ]; then
+  t0=$SECONDS; deadline=${DEADLINE:-540}
+  dev=${DEVICE:-cuda}   # DEVICE=cpu FL_SIZE=tiny FL_ROUNDS=1 ENC_DURATION=300 ...: a dry run
+  fl=(--size "${FL_SIZE:-full}" --rounds "${FL_ROUNDS:-250}" --n-test 0.25 --jobs 4 --device $dev --verbose)
+  pids=()
+  for arm in federated local; do
+    OMP_NUM_THREADS=1 $PY -m bcikit.federated.simulate "${fl[@]}" --kind $arm \
+      --out "$out/fleeg_$arm.json" >"$out/fleeg_$arm.log" 2>&1 & pids+=($!)
+    OMP_NUM_THREADS=1 $PY -m bcikit.federated.simulate "${fl[@]}" --kind $arm --negative-control \
+      --out "$out/fleeg_negative_$arm.json" >"$out/fleeg_negative_$arm.log" 2>&1 & pids+=($!)
+  done
+  if [ -f benchmarks/duin_simulator.py ]; then
+    $PY benchmarks/duin_simulator.py ${DUIN_ARGS:---jobs 6} --device $dev --out "$out/duin_simulator.json" \
+      >"$out/duin_simulator.log" 2>&1 & pids+=($!)
+  fi
+  # encoding rows 5-6 at the spec's size: a 60-min movie at the spec's snr (0.12), ridge on CUDA
+  $BCIKIT run pipelines/encoding.toml --device $dev --no-progress --out "$work/encoding60" \
+    --set data.simulate.duration=${ENC_DURATION:-3600.0} --set data.simulate.snr=${ENC_SNR:-0.12} \
+    >"$out/encoding60.log" 2>&1 & pids+=($!)
+  $PY -m pytest -p no:cacheprovider tests/test_cuda.py -q -rs >"$out/cuda_tests.log" 2>&1
+  tail -3 "$out/cuda_tests.log"
+  # wait for the experiments, up to the deadline minus the benchmarks' share
+  while [ $((SECONDS - t0)) -lt $((deadline - ${BENCH_S:-100})) ]; do
+    alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 5
+  done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && echo "stopped at the deadline: pid $p"; done
+  for neg in "" "--negative-control"; do
+    tag=fleeg${neg:+_negative}
+    [ -f "$out/${tag}_federated.json" ] && [ -f "$out/${tag}_local.json" ] && \
+      $PY -m bcikit.federated.simulate --size "${FL_SIZE:-full}" $neg --combine "$out/${tag}_federated.json" \
+        "$out/${tag}_local.json" --out "$out/$tag.json" 2>&1 | tail -12 | tee "$out/$tag.txt"
+  done
+  [ -f benchmarks/bench_duin.py ] && timeout 60 $PY benchmarks/bench_duin.py ${DUIN_BENCH_ARGS:-} \
+    --device $dev --out "$out/duin_$dev.json" >"$out/bench_duin.log" 2>&1
+  left=$((deadline - (SECONDS - t0) - 5))
+  [ $left -gt 20 ] && timeout $left $PY benchmarks/bench_encoding.py --scale 0.25 --threads 4 \
+    --sides bcikit_numpy,himalaya_ridgecv --boot-resamples 1 --oof-resamples 5 \
+    --out "$out/encoding_gpu.json" >"$out/bench_encoding.log" 2>&1
+  [ -d "$work/encoding60" ] && tar czf "$out/encoding60.tgz" -C "$work" encoding60
+  tail -n 2 "$out"/*.log | head -80
+  echo "gpu_check fleeg-duin: $((SECONDS - t0)) s"
+  exit 0
+fi
 
 if [ "$mode" = quick ]; then
   $PY -m pytest -p no:cacheprovider tests/test_cuda.py -q -rs 2>&1 | tee "$out/cuda_tests.log"

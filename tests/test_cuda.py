@@ -150,3 +150,43 @@ def test_pipeline_runs_on_the_gpu(tmp_path):
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert metrics["device"].startswith("cuda")
     assert metrics["n_params"] == 62_139_954 and metrics["n_params_deployed"] == 6_722
+
+
+def test_duin_stages_match_the_cpu():
+    """Du-IN's classifier and VQ-VAE give the CPU's outputs on the GPU (fp32), and the VQ-VAE's
+    codes (cosine lookup of the k-means-initialised codebook) are the same indices."""
+    from bcikit.models.duin import DuIN, DuINVQVAE
+
+    torch.manual_seed(0)
+    X = torch.randn(8, 10, 3000)
+    clf = DuIN(n_chans=10, n_outputs=61, n_times=3000, sfreq=1000).eval()
+    vq = DuINVQVAE(n_chans=10, n_times=4000, sfreq=1000)
+    vq.train()
+    vq.training_loss(torch.randn(32, 10, 4000))  # initialises the codebook (k-means)
+    vq.eval()
+    with torch.no_grad():
+        logits_cpu, codes_cpu, rec_cpu = clf(X), vq.quantize(X), vq(X)
+        clf, vq = clf.to(CUDA), vq.to(CUDA)
+        logits_gpu = clf(X.to(CUDA)).cpu()
+        codes_gpu, rec_gpu = vq.quantize(X.to(CUDA)).cpu(), vq(X.to(CUDA)).cpu()
+    assert torch.allclose(logits_gpu, logits_cpu, rtol=1e-4, atol=1e-4)
+    assert (codes_gpu == codes_cpu).float().mean() >= 0.99  # ties at 1e-7 may flip a code
+    assert torch.allclose(rec_gpu, rec_cpu, rtol=1e-3, atol=1e-3)
+
+
+def test_fleeg_round_on_the_gpu_matches_the_cpu():
+    """One federated round of three tiny sites on the GPU ends with the CPU's shared tensors."""
+    from bcikit.federated import run_federated
+    from bcikit.federated.simulate import make_sites, simulate_sites
+
+    sims = simulate_sites(3, size="tiny", seed=0)
+    torch.backends.cudnn.deterministic = True
+    out = {}
+    for device in ("cpu", "cuda"):
+        sites = make_sites(sims, rounds=1, device=device)
+        res = run_federated(sites, 1, verbose=False)
+        out[device] = (res, {k: v.detach().cpu() for k, v in sites[0].model.state_dict().items()})
+    assert out["cpu"][1].keys() == out["cuda"][1].keys()
+    for key, value in out["cpu"][1].items():
+        assert torch.allclose(out["cuda"][1][key].float(), value.float(), rtol=1e-3, atol=1e-3), key
+    assert out["cuda"][0].sites.keys() == out["cpu"][0].sites.keys()

@@ -7,7 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from bcikit.federated import (Site, SiteData, check_signatures, common_keys,  # noqa: E402
-                              fedavg, fedavg_weights, from_numpy, initial_shared, make_sites,
+                              fedavg, fedavg_weights, from_numpy, initial_shared,
+                              make_site_data, make_sites,
                               merge_state, results_json, run_fedavg_all, run_federated,
                               run_local, run_pooled, shared_keys, shared_signature,
                               simulate_sites, site_specs, split_site, split_state,
@@ -279,6 +280,110 @@ def test_site_data_save_load(sims, tmp_path):
     a.train_round(None)
     b.train_round(None)
     _state_equal(a.model.state_dict(), b.model.state_dict())
+
+
+def test_fedprox_is_a_site_option(sims):
+    """FedProx lives in Site: prox_mu=0 is plain training bit for bit, the per-round override
+    equals the constructor option, and the proximal term holds the shared tensors near the
+    round's broadcast (run_federated(prox_mu=) drives it for every site)."""
+    data = make_site_data(sims[:1])[0]
+    with pytest.raises(ValueError, match="'prox_mu' parameter of Site must be a finite number"):
+        Site(data, rounds=1, prox_mu=-1.0)
+    init = initial_shared(2)
+    plain, zero = Site(data, rounds=2), Site(data, rounds=2, prox_mu=0.0)
+    out_plain = plain.train_round(init)
+    out_zero = zero.train_round(init, prox_mu=0.0)
+    _state_equal(out_plain[0], out_zero[0])
+    assert out_plain[2] == out_zero[2]
+    _state_equal(plain.model.state_dict(), zero.model.state_dict())
+    mu = 100.0
+    own, per_round = Site(data, rounds=2, prox_mu=mu), Site(data, rounds=2)
+    out_own = own.train_round(init)
+    out_round = per_round.train_round(init, prox_mu=mu)
+    _state_equal(out_own[0], out_round[0])
+    assert out_own[2] == out_round[2]
+    assert data.train.X.shape[0] > data.batch_size  # several steps: the term acts after step 1
+
+    def drift(out):
+        return sum(float((out[0][k] - init[k]).double().norm() ** 2) for k in init) ** 0.5
+
+    assert drift(out_own) < 0.5 * drift(out_plain)
+    # the in-process loop: prox_mu= for every site == the sites' own option
+    a = make_sites(sims[:2], rounds=2)
+    b = [Site(s.data, rounds=2, prox_mu=mu) for s in make_sites(sims[:2], rounds=2)]
+    ra, rb = run_federated(a, 2, prox_mu=mu), run_federated(b, 2)
+    _state_equal(ra.shared, rb.shared)
+    rc = run_federated(make_sites(sims[:2], rounds=2), 2)  # FedAvg: another result
+    assert max(float((ra.shared[k] - rc.shared[k]).abs().max()) for k in SHARED) > 1e-3
+
+
+def test_units_microvolts_and_volts_train_the_same_model(sims):
+    """scale="uV" (default) brings volts to microvolts: a site given microvolts (unit="uV")
+    and one given volts train the same model. Trained on volts as they are (scale="none"),
+    batch norm's epsilon swamps the signal and the model differs."""
+    spec, ts = sims[1]
+    volts = SiteData.from_trialset(ts, spec.name, batch_size=spec.batch_size, lr=spec.lr)
+    uv_ts = ts.with_data(np.asarray(ts.X, dtype=np.float64) * 1e6)
+    micro = SiteData.from_trialset(uv_ts, spec.name, unit="uV", batch_size=spec.batch_size,
+                                   lr=spec.lr)
+    raw = SiteData.from_trialset(ts, spec.name, scale="none", batch_size=spec.batch_size,
+                                 lr=spec.lr)
+    x_uv = np.asarray(micro.train.X)
+    assert 1.0 < np.std(x_uv) < 1e3 and np.std(np.asarray(raw.train.X)) < 1e-3
+    np.testing.assert_allclose(np.asarray(volts.train.X), x_uv, rtol=1e-5,
+                               atol=1e-5 * np.abs(x_uv).max())
+    runs, logp = [], []
+    for data in (volts, micro, raw):
+        site = Site(data, rounds=2)
+        run_local([site], 2, test=False)
+        runs.append(site.model.state_dict())
+        with torch.no_grad():
+            logp.append(site.model.eval()(torch.from_numpy(np.asarray(data.valid.X))))
+    # the same model up to float32 rounding of the inputs, except in the one direction that
+    # does not reach the output: the block-1 temporal bias sits in front of a batch norm, so
+    # its gradient is rounding noise that Adam scales to full steps (the running mean follows)
+    null = {"block1.temporal.bias", "block1.bn.running_mean"}
+    for k, v in runs[0].items():
+        if torch.is_floating_point(v) and k not in null:
+            torch.testing.assert_close(runs[1][k], v, rtol=1e-3, atol=1e-4)
+    assert torch.equal(logp[0].argmax(1), logp[1].argmax(1))
+    assert float((logp[0] - logp[1]).abs().max()) < 0.02
+    # volts as they are: another model altogether
+    w = "block1.spatial.weight"
+    assert float((runs[2][w] - runs[0][w]).abs().max()) > 1e-3
+    assert float((logp[2] - logp[0]).abs().max()) > 1.0
+    with pytest.raises(ValueError, match="'unit' parameter of SiteData.from_trialset"):
+        SiteData.from_trialset(ts, "x", unit="volt")
+    with pytest.raises(ValueError, match="'scale' parameter of SiteData.from_trialset"):
+        SiteData.from_trialset(ts, "x", scale=-2.0)
+
+
+def test_chronological_split_by_run():
+    """split="chronological": the last run tests, the run before validates (or the last tenth
+    of each class's earlier trials), earlier runs train; one split whatever the fold."""
+    import mne
+    import pandas as pd
+
+    from bcikit.data import TrialSet
+
+    runs = [4, 8, 12, 4, 8, 12]  # one subject; trials listed out of recording order
+    meta = pd.DataFrame({"subject": "1", "session": "0", "run": [r for r in runs for _ in
+                                                                  range(10)],
+                         "onset": np.tile(np.arange(10.0), 6)})
+    meta = pd.concat([meta.iloc[:30], meta.iloc[30:]]).reset_index(drop=True)
+    y = np.tile([0, 1], 30)
+    ts = TrialSet(np.random.default_rng(0).standard_normal((60, 2, 8)).astype(np.float32), y,
+                  meta, mne.create_info(2, 100.0, "eeg"), ["l", "r"])
+    train, valid, test = split_site(ts, split="chronological", fold=3)
+    assert set(train.meta["run"]) == {4} and set(valid.meta["run"]) == {8}
+    assert set(test.meta["run"]) == {12} and (len(train), len(valid), len(test)) == (20, 20, 20)
+    train, valid, test = split_site(ts, split="chronological", validation="trial")
+    assert set(test.meta["run"]) == {12} and set(valid.meta["run"]) == {8}
+    assert len(valid) == 4 and np.bincount(valid.y).tolist() == [2, 2]  # ceil(0.1 * 20) a class
+    assert valid.meta["onset"].min() >= 6.0  # the latest trials of run 8
+    with pytest.raises(ValueError, match=r"subject '1' has 2 run\(s\) \['4', '8'\]; a "
+                                         r"chronological split"):
+        split_site(ts.subset(np.flatnonzero(ts.meta["run"] != 12)), split="chronological")
 
 
 # ---------------------------------------------------------------------------------- MVCNet

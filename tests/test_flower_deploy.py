@@ -1,10 +1,14 @@
-"""A FLEEG deployment on loopback: one SuperLink with TLS and SuperNode authentication, one
+"""The deployment scripts of ``federated/deploy``: certificates and site keys.
+
+The loopback deployment itself (one SuperLink with TLS and SuperNode authentication, one
 SuperNode per site as separate processes, keys registered with ``flwr supernode register``,
-the app run with ``flwr run`` for two rounds (``federated/deploy/loopback.py``)."""
+``flwr run`` for two rounds: ``federated/deploy/loopback.py``) is
+``test_loopback_deployment_completes_two_rounds`` in ``tests/test_flower_app.py``: it runs in
+the background there while the in-process tests run, as it mostly waits on process start-up.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -47,32 +51,3 @@ def test_make_certs_chain_and_keys(tmp_path):
     r = subprocess.run([sys.executable, str(DEPLOY / "make_certs.py"), str(out), "--site", "a"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "never overwritten" in r.stderr
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_loopback_deployment_completes_two_rounds(tmp_path):
-    out = tmp_path / "deploy"
-    r = subprocess.run([sys.executable, str(DEPLOY / "loopback.py"), str(out), "--sites",
-                        "sim:tiny:2", "--rounds", "2", "--timeout", "800"],
-                       capture_output=True, text=True, timeout=880)
-    logs = out / "logs"
-    assert r.returncode == 0, (r.stderr, *(p.read_text()[-3000:] for p in logs.glob("*.log")))
-    assert "2 round(s) completed over TLS with 2 authenticated SuperNode(s)" in r.stdout
-    result = json.loads((out / "server" / "fleeg" / "fold-0" / "server" / "result.json")
-                        .read_text())
-    assert result["status"] == "completed" and [h["round"] for h in result["history"]] == [1, 2]
-    assert set(result["sites"]) == {"sim-A", "sim-B"}
-    for h in result["history"]:
-        assert set(h["sites"]) == {"sim-A", "sim-B"} and "failed" not in h
-        assert sum(v["weight"] for v in h["sites"].values()) == pytest.approx(1.0)
-    # TLS and SuperNode authentication were on; both keys were registered
-    link = (logs / "superlink.log").read_text()
-    assert "insecure" not in link.lower() and "running on https://127.0.0.1" in link
-    assert "SuperNode authentication is disabled" not in link
-    assert (logs / "register.log").read_text().count("registered successfully") == 2
-    # each site kept its checkpoints on its own disk (keyed by run, fold and site)
-    for site in ("sim-A", "sim-B"):
-        ckpt = out / "sites" / site / "fleeg" / "fold-0" / "sites" / site
-        assert sorted(p.name for p in ckpt.glob("round-*.pt")) == ["round-0001.pt",
-                                                                   "round-0002.pt"]

@@ -50,6 +50,7 @@ CONFIGS = [
     ("cross_session", {"valid": 0.0, "test_session": "1", "train_sessions": ["0"]}),
     ("leave_one_subject_out", {}),
     ("leave_one_subject_out", {"valid": "subject", "n_valid_subjects": 1}),
+    ("official_trials", {}),
 ]
 
 
@@ -227,7 +228,8 @@ def test_protocol_errors_name_the_problem(rng):
 
 def test_registry_aliases_and_describe():
     assert set(PROTOCOLS) == {"chronological", "chronological_kfold", "kfold",
-                              "leave_one_run_out", "cross_session", "leave_one_subject_out"}
+                              "leave_one_run_out", "cross_session", "leave_one_subject_out",
+                              "official_trials"}
     for alias, target in PROTOCOL_ALIASES.items():
         assert type(get_protocol(alias)) is PROTOCOLS[target]
     for name, cls in PROTOCOLS.items():

@@ -178,6 +178,8 @@ def test_deterministic_and_argument_errors():
         make_seeg_words(size="tiny", snr=-1.0)
     with pytest.raises(ValueError, match="n_contacts"):
         make_seeg_words(size="tiny", n_contacts=(10, 20))
+    with pytest.raises(ValueError, match="high >= 40"):  # no layout that small: was a hang
+        make_seeg_words(size="tiny", n_contacts=(30, 34))
     assert SIZES["test"]["n_trials_per_word"] == 8 and SIZES["test"]["n_runs"] == 2
 
 

@@ -52,12 +52,64 @@ def test_bandpass_equals_mne_filter_data(method, rng):
     np.testing.assert_allclose(out.X / scale, ref / scale, atol=1e-6)
     assert (out.info["highpass"], out.info["lowpass"]) == (8.0, 32.0)
     assert ts.info["lowpass"] == 125.0  # input untouched
+    fitted = BandPass(8, 32, method=method).fit(ts)  # the MNE methods design nothing in fit
+    assert fitted.sos_ is None and fitted.order_ is None
     # a 3 Hz tone is removed, a 15 Hz tone passes (centre of the trial, away from edges)
     t = np.arange(1000) / 250.0
     tones = TrialSet(np.stack([np.stack([np.sin(2 * np.pi * 3 * t), np.sin(2 * np.pi * 15 * t)])]),
                      [0], None, mne.create_info(["a", "b"], 250.0, "eeg"))
     f = BandPass(8, 32, method=method).fit_transform(tones).X[0, :, 250:750]
     assert np.abs(f[0]).max() < 0.05 and 0.9 < np.abs(f[1]).max() < 1.1
+
+
+def test_bandpass_cheby2_is_the_fleeg_filter(rng):
+    """method="cheby2" designs scipy's Chebyshev-II (order from 1 dB / 40 dB), filters with zero
+    phase, and gives what bcikit.models.fleeg.bandpass gives (which is a thin call to it)."""
+    from scipy import signal
+
+    from bcikit.models.fleeg import FLEEG_BAND, bandpass
+
+    ts = make_signals(rng, n_subjects=1, per_subject=3, n_times=1000)
+    f = BandPass(0.3, 40, method="cheby2", l_stop=0.1, h_stop=45)
+    out = f.fit_transform(ts)
+    # the design: exactly scipy's cheb2ord + cheby2 for the spec's edges
+    order, wn = signal.cheb2ord([0.3, 40], [0.1, 45], 1, 40, fs=250.0)
+    np.testing.assert_array_equal(f.sos_, signal.cheby2(order, 40, wn, btype="bandpass",
+                                                        output="sos", fs=250.0))
+    assert f.order_ == order == 11
+    ref = signal.sosfiltfilt(f.sos_, ts.X.astype(np.float64), axis=-1)
+    scale = np.abs(ref).max()
+    assert out.X.dtype == np.float32 and out.X.shape == ts.X.shape
+    assert np.abs(out.X - ref).max() <= 1e-6 * scale
+    # fleeg.bandpass on the array == BandPass(**FLEEG_BAND) on the TrialSet, to 1e-6
+    assert FLEEG_BAND == dict(l_freq=0.3, h_freq=40.0, method="cheby2", l_stop=0.1, h_stop=45.0,
+                              gpass=1.0, gstop=40.0)
+    fleeg = bandpass(ts.X, 250.0)
+    assert np.abs(fleeg - out.X).max() <= 1e-6 * scale
+    assert np.abs(BandPass(**FLEEG_BAND).fit_transform(ts).X - fleeg).max() <= 1e-6 * scale
+    assert (out.info["highpass"], out.info["lowpass"]) == (0.3, 40.0)
+    # default stop edges: l_freq / 3 and 1.125 * h_freq (FLEEG's 0.1 and 45 Hz)
+    assert np.abs(BandPass(0.3, 40, method="cheby2").fit_transform(ts).X - out.X).max() \
+        <= 1e-6 * scale
+    # a configured pipeline reaches it through make_transforms
+    pre = make_transforms({"bandpass": {"l_freq": 0.3, "h_freq": 40, "method": "cheby2"}})
+    assert np.abs(pre.fit_transform(ts).X - out.X).max() <= 1e-6 * scale
+    # low- and high-pass forms; the stop edges are checked against the Nyquist frequency
+    t = np.arange(1000) / 250.0
+    tones = TrialSet(np.stack([np.stack([np.sin(2 * np.pi * 3 * t), np.sin(2 * np.pi * 15 * t),
+                                         np.sin(2 * np.pi * 60 * t)])]),
+                     [0], None, mne.create_info(["a", "b", "c"], 250.0, "eeg"))
+    band = BandPass(8, 32, method="cheby2").fit_transform(tones).X[0, :, 250:750]
+    assert np.abs(band[0]).max() < 0.02 and 0.85 < np.abs(band[1]).max() < 1.01
+    assert np.abs(band[2]).max() < 0.02
+    low = BandPass(None, 32, method="cheby2").fit_transform(tones).X[0, :, 250:750]
+    assert 0.85 < np.abs(low[0]).max() < 1.01 and np.abs(low[2]).max() < 0.02
+    high = BandPass(8, None, method="cheby2").fit_transform(tones).X[0, :, 250:750]
+    assert np.abs(high[0]).max() < 0.02 and 0.85 < np.abs(high[2]).max() < 1.01
+    with pytest.raises(ValueError, match=r"h_stop < Nyquist \(125 Hz"):
+        BandPass(0.3, 40, method="cheby2", h_stop=130).fit(ts)
+    with pytest.raises(ValueError, match=r"l_stop/h_stop apply to method='cheby2' only"):
+        BandPass(8, 30, l_stop=4).fit(ts)
 
 
 def test_bandpass_and_resample_reject_bad_input(rng):

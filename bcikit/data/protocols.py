@@ -22,6 +22,9 @@ Protocols (name -> what it does):
 ``leave_one_subject_out`` (alias ``loso``)
     Each subject is the test set once; validation is one or more other subjects or a fraction of
     every training subject's trials.
+``official_trials``
+    The official Du-IN split (replication only): per subject and class a random 80/10/10
+    train / validation / test draw that ignores runs (optimistic under run drifts).
 
 "Recording order" is :func:`chronological_order`: subject, session and run in order of first
 appearance in the TrialSet, then ``meta["onset"]`` (trial order when there is no onset).
@@ -42,7 +45,7 @@ from .trialset import TrialSet
 
 __all__ = ["Split", "Protocol", "PROTOCOLS", "PROTOCOL_ALIASES", "get_protocol", "apply_split",
            "chronological_order", "Chronological", "ChronologicalKFold", "KFold",
-           "LeaveOneRunOut", "CrossSession", "LeaveOneSubjectOut", "TRIAL_INDEX"]
+           "LeaveOneRunOut", "CrossSession", "LeaveOneSubjectOut", "OfficialTrials", "TRIAL_INDEX"]
 
 TRIAL_INDEX = "trial_index"
 """Metadata column :func:`apply_split` adds: each trial's index in the split TrialSet."""
@@ -499,15 +502,19 @@ class LeaveOneRunOut(Protocol):
         Seed of the random validation draw.
     within : str
         Grouping metadata column (default ``"subject"``), or ``"all"``.
+    test_runs : list of str or None
+        Only these runs (``meta["run"]`` values) are test runs (e.g. one per seed when a full
+        rotation costs too much); validation is still the next run. None: every run.
     """
 
     name = "leave_one_run_out"
 
     def __init__(self, *, valid: float | str = 0.2, seed: int | None = 0,
-                 within: str = "subject"):
+                 within: str = "subject", test_runs: list[str] | None = None):
         self.valid = valid
         self.seed = seed
         self.within = within
+        self.test_runs = test_runs
         owner = f"protocol {self.name!r}"
         if isinstance(valid, str):
             check_option(valid, ("run",), "valid", owner=owner)
@@ -515,6 +522,11 @@ class LeaveOneRunOut(Protocol):
             _check_valid_frac(valid, owner, "valid")
         _check_seed(seed, owner)
         _check_within(within, owner)
+        validate_type(test_runs, (list, tuple, None), "test_runs", owner=owner)
+        if test_runs is not None and (not test_runs or not all(
+                isinstance(r, (str, int)) for r in test_runs)):
+            raise ValueError(f"The 'test_runs' parameter of {owner} must be a non-empty list of "
+                             f"run names. Got {test_runs!r} instead.")
 
     def split(self, ts: TrialSet) -> list[Split]:
         self._check_ts(ts)
@@ -533,7 +545,16 @@ class LeaveOneRunOut(Protocol):
                                  f"found {len(keys)}: {[r for _, r in keys]}.")
             multi_session = len({s for s, _ in keys}) > 1
             pair = np.array([f"{s}\x00{r}" for s, r in zip(session[idx], run[idx])])
+            if self.test_runs is not None:
+                wanted = {str(r) for r in self.test_runs}
+                unknown = sorted(wanted - {r for _, r in keys})
+                if unknown:
+                    raise ValueError(f"Protocol 'leave_one_run_out': test_runs {unknown} are "
+                                     f"not runs of {self.within} {label!r} (its runs: "
+                                     f"{[r for _, r in keys]}).")
             for i, (s, r) in enumerate(keys):
+                if self.test_runs is not None and r not in wanted:
+                    continue
                 test_idx = idx[pair == f"{s}\x00{r}"]
                 rest = np.setdiff1d(idx, test_idx)
                 if self.valid == "run":
@@ -549,7 +570,8 @@ class LeaveOneRunOut(Protocol):
     def describe(self) -> str:
         v = ("the next run" if self.valid == "run"
              else f"a random stratified {self.valid:g} of the training trials")
-        return f"Leave-one-run-out per {self.within}; validation = {v}."
+        only = "" if self.test_runs is None else f" (test runs {list(self.test_runs)} only)"
+        return f"Leave-one-run-out per {self.within}{only}; validation = {v}."
 
 
 class CrossSession(Protocol):
@@ -744,9 +766,75 @@ class LeaveOneSubjectOut(Protocol):
 
 
 # ---------------------------------------------------------------------------------------- registry
+class OfficialTrials(Protocol):
+    """The official Du-IN split, for replication only: per group and class, a seeded random
+    ``1 - valid_frac - test_frac`` of the trials train, ``valid_frac`` validate, ``test_frac``
+    test, whatever run they come from.
+
+    Trials of one run land in training and test alike, so run-level drifts make its scores
+    optimistic; :class:`LeaveOneRunOut` with ``valid="run"`` is the honest protocol (Du-IN spec
+    §3). Reports label it by :meth:`describe`.
+
+    Parameters
+    ----------
+    valid_frac, test_frac : float
+        Shares of each class's trials (at least one trial each when the class has three or
+        more; 0.1 and 0.1 as in the official code).
+    seed : int or None
+        Seed of the draw.
+    within : str
+        Grouping metadata column (default ``"subject"``).
+    """
+
+    name = "official_trials"
+
+    def __init__(self, *, valid_frac: float = 0.1, test_frac: float = 0.1, seed: int | None = 0,
+                 within: str = "subject"):
+        self.valid_frac = valid_frac
+        self.test_frac = test_frac
+        self.seed = seed
+        self.within = within
+        owner = f"protocol {self.name!r}"
+        _check_valid_frac(valid_frac, owner, "valid_frac")
+        validate_type(test_frac, "numeric", "test_frac", owner=owner)
+        check_range(test_frac, "test_frac", low=0.0, high=1.0, low_inclusive=False,
+                    high_inclusive=False, owner=owner)
+        if valid_frac + test_frac >= 1:
+            raise ValueError(f"The 'valid_frac' and 'test_frac' parameters of {owner} must sum "
+                             f"to less than 1. Got {valid_frac} + {test_frac}.")
+        _check_seed(seed, owner)
+        _check_within(within, owner)
+
+    def split(self, ts: TrialSet) -> list[Split]:
+        self._check_ts(ts)
+        strata = _strata(ts)
+        rng = np.random.default_rng(self.seed)
+        out = []
+        for label, idx in _groups(ts, self.within):
+            train, valid, test = [], [], []
+            for c in np.unique(strata[idx]):
+                members = idx[strata[idx] == c]
+                members = members[rng.permutation(members.size)]
+                n = members.size
+                n_test = max(1, int(round(self.test_frac * n))) if n >= 3 else min(n - 1, 1)
+                n_valid = (max(1, int(round(self.valid_frac * n))) if n >= 3 and self.valid_frac
+                           else 0)
+                test.append(members[:n_test])
+                valid.append(members[n_test:n_test + n_valid])
+                train.append(members[n_test + n_valid:])
+            out.append(Split(f"{_prefix(label)}official_trials", np.concatenate(train),
+                             np.concatenate(valid), np.concatenate(test), label))
+        return out
+
+    def describe(self) -> str:
+        return (f"Official Du-IN per-class split per {self.within} (replication only, optimistic: "
+                f"train and test share runs): random {1 - self.valid_frac - self.test_frac:g} / "
+                f"{self.valid_frac:g} / {self.test_frac:g} train / validation / test.")
+
+
 PROTOCOLS: dict[str, type[Protocol]] = {
     cls.name: cls for cls in (Chronological, ChronologicalKFold, KFold, LeaveOneRunOut,
-                              CrossSession, LeaveOneSubjectOut)
+                              CrossSession, LeaveOneSubjectOut, OfficialTrials)
 }
 """Protocol name -> class."""
 

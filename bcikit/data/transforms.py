@@ -32,8 +32,9 @@ from ..utils import check_option, validate_type
 from .protocols import TRIAL_INDEX, Split, chronological_order
 from .trialset import TrialSet, VoxelInfo
 
-__all__ = ["Transform", "BandPass", "Resample", "EuclideanAlignment", "ChannelScaler", "Compose",
-           "make_transforms", "LeakGuard", "DataLeakError", "check_no_leak", "TRANSFORM_KEYS"]
+__all__ = ["Transform", "BandPass", "cheby2_sos", "cheby2_filter", "Resample", "EuclideanAlignment",
+           "ChannelScaler", "Compose", "make_transforms", "LeakGuard", "DataLeakError",
+           "check_no_leak", "TRANSFORM_KEYS"]
 
 
 # ---------------------------------------------------------------------------------------- leak guard
@@ -193,23 +194,96 @@ def _check_sfreq(self: Transform, ts: TrialSet) -> float:
 
 
 # ---------------------------------------------------------------------------------------- filters
-class BandPass(Transform):
-    """Zero-phase band-pass (or low/high-pass) filter of every trial with MNE.
+def cheby2_sos(sfreq: float, l_freq: float | None, h_freq: float | None, *,
+               l_stop: float | None = None, h_stop: float | None = None, gpass: float = 1.0,
+               gstop: float = 40.0, return_order: bool = False) -> np.ndarray:
+    """Second-order sections of the Chebyshev type II filter :class:`BandPass` designs.
 
-    The result equals :func:`mne.filter.filter_data` with the same parameters (it is called
-    directly), cast to float32.
+    The order is the smallest :func:`scipy.signal.cheb2ord` finds for at most ``gpass`` dB
+    ripple in the pass band (``l_freq``-``h_freq``) and at least ``gstop`` dB attenuation below
+    ``l_stop`` and above ``h_stop``; :func:`scipy.signal.cheby2` designs it from the natural
+    frequencies ``cheb2ord`` returns. ``l_freq`` None gives a low-pass, ``h_freq`` None a
+    high-pass. Stop edges default to ``l_freq / 3`` and ``1.125 * h_freq`` (FLEEG: 0.1 and 45 Hz
+    around 0.3-40 Hz).
+
+    Returns
+    -------
+    sos : ndarray, shape (n_sections, 6)
+    order : int
+        The prototype order ``cheb2ord`` chose (only with ``return_order=True``).
+
+    Raises
+    ------
+    ValueError
+        When the edges are not ordered ``0 < l_stop < l_freq < h_freq < h_stop < Nyquist``.
+    """
+    from scipy import signal
+
+    owner = "BandPass"
+    for key, value in (("l_stop", l_stop), ("h_stop", h_stop)):
+        validate_type(value, ("numeric", None), key, owner=owner)
+    for key, value in (("gpass", gpass), ("gstop", gstop)):
+        validate_type(value, "numeric", key, owner=owner)
+    if not 0 < gpass < gstop:
+        raise ValueError(f"BandPass needs 0 < gpass < gstop (dB); got {gpass} and {gstop}.")
+    nyq = float(sfreq) / 2.0
+    if l_freq is not None and l_stop is None:
+        l_stop = l_freq / 3.0
+    if h_freq is not None and h_stop is None:
+        h_stop = 1.125 * h_freq
+    edges = [e for e in (l_stop, l_freq, h_freq, h_stop) if e is not None]
+    if not (edges[0] > 0 and all(a < b for a, b in zip(edges, edges[1:])) and edges[-1] < nyq):
+        raise ValueError(f"BandPass(method='cheby2') needs 0 < l_stop < l_freq < h_freq < "
+                         f"h_stop < Nyquist ({nyq:g} Hz at {float(sfreq):g} Hz); got l_stop="
+                         f"{l_stop}, l_freq={l_freq}, h_freq={h_freq}, h_stop={h_stop}.")
+    if l_freq is not None and h_freq is not None:
+        wp, ws, btype = [l_freq, h_freq], [l_stop, h_stop], "bandpass"
+    elif l_freq is not None:
+        wp, ws, btype = l_freq, l_stop, "highpass"
+    else:
+        wp, ws, btype = h_freq, h_stop, "lowpass"
+    order, wn = signal.cheb2ord(wp, ws, gpass, gstop, fs=sfreq)
+    sos = signal.cheby2(order, gstop, wn, btype=btype, output="sos", fs=sfreq)
+    return (sos, int(order)) if return_order else sos
+
+
+def cheby2_filter(X: np.ndarray, sos: np.ndarray) -> np.ndarray:
+    """Zero-phase application of :func:`cheby2_sos` sections along the last axis
+    (:func:`scipy.signal.sosfiltfilt` in float64), cast to float32."""
+    from scipy import signal
+
+    X = np.asarray(X)
+    return signal.sosfiltfilt(sos, X.astype(np.float64, copy=False), axis=-1).astype(np.float32)
+
+
+class BandPass(Transform):
+    """Zero-phase band-pass (or low/high-pass) filter of every trial.
+
+    ``method="iir"`` and ``"fir"`` equal :func:`mne.filter.filter_data` with the same
+    parameters (it is called directly), cast to float32. ``method="cheby2"`` is the Chebyshev
+    type II filter whose order follows from a pass-band ripple and a stop-band attenuation
+    (FLEEG, spec ``fleeg.md`` §3: 1 dB / 40 dB, stop edges 0.1 and 45 Hz around 0.3-40 Hz),
+    designed with scipy (:func:`cheby2_sos`) in ``fit`` and run forwards and backwards
+    (:func:`scipy.signal.sosfiltfilt`).
 
     Parameters
     ----------
     l_freq, h_freq : float or None
         Pass band edges in Hz; None for a low-pass (``l_freq``) or high-pass (``h_freq``).
-    method : {"iir", "fir"}
+    method : {"iir", "fir", "cheby2"}
         ``"iir"``: Butterworth, order 4 by default, second-order sections, applied forwards and
         backwards (zero phase). ``"fir"``: MNE's default windowed FIR (``fir_design``).
+        ``"cheby2"``: Chebyshev type II from ``gpass``/``gstop`` and the stop edges.
     iir_params : dict or None
-        Passed to MNE (default: ``dict(order=4, ftype="butter", output="sos")``).
+        Passed to MNE with ``method="iir"`` (default:
+        ``dict(order=4, ftype="butter", output="sos")``).
     fir_design : str
         MNE's FIR design (``"firwin"``).
+    l_stop, h_stop : float or None
+        ``"cheby2"`` only: stop-band edges in Hz (default ``l_freq / 3`` and ``1.125 * h_freq``).
+    gpass, gstop : float
+        ``"cheby2"`` only: largest pass-band ripple and smallest stop-band attenuation in dB
+        (1 and 40).
     verbose : bool, str or None
         MNE verbosity.
 
@@ -217,23 +291,37 @@ class BandPass(Transform):
     ----------
     sfreq_ : float
         The sampling rate the filter was fitted for; other rates raise in ``transform``.
+    sos_ : ndarray or None
+        ``"cheby2"``: the designed second-order sections (None for the MNE methods).
+    order_ : int or None
+        ``"cheby2"``: the filter order ``cheb2ord`` chose.
+
+    Examples
+    --------
+    >>> fleeg = BandPass(0.3, 40, method="cheby2", l_stop=0.1, h_stop=45)  # doctest: +SKIP
+    >>> train = fleeg.fit_transform(train)                                   # doctest: +SKIP
     """
 
     _needs_signals = True
 
     def __init__(self, l_freq: float | None, h_freq: float | None, *, method: str = "iir",
                  iir_params: dict | None = None, fir_design: str = "firwin",
-                 verbose: bool | str | None = None):
+                 l_stop: float | None = None, h_stop: float | None = None, gpass: float = 1.0,
+                 gstop: float = 40.0, verbose: bool | str | None = None):
         self.l_freq = l_freq
         self.h_freq = h_freq
         self.method = method
         self.iir_params = iir_params
         self.fir_design = fir_design
+        self.l_stop = l_stop
+        self.h_stop = h_stop
+        self.gpass = gpass
+        self.gstop = gstop
         self.verbose = verbose
 
     def _fit(self, ts: TrialSet) -> None:
         owner = "BandPass"
-        check_option(self.method, ("iir", "fir"), "method", owner=owner)
+        check_option(self.method, ("iir", "fir", "cheby2"), "method", owner=owner)
         validate_type(self.l_freq, ("numeric", None), "l_freq", owner=owner)
         validate_type(self.h_freq, ("numeric", None), "h_freq", owner=owner)
         sfreq = _check_sfreq(self, ts)
@@ -246,7 +334,17 @@ class BandPass(Transform):
                              f"got {self.h_freq}.")
         if self.l_freq is not None and self.h_freq is not None and not self.l_freq < self.h_freq:
             raise ValueError(f"BandPass needs l_freq < h_freq; got {self.l_freq} and {self.h_freq}.")
+        if self.method != "cheby2" and (self.l_stop is not None or self.h_stop is not None):
+            raise ValueError(f"BandPass l_stop/h_stop apply to method='cheby2' only; got "
+                             f"method={self.method!r}.")
         self.sfreq_ = sfreq
+        if self.method == "cheby2":
+            self.sos_, self.order_ = cheby2_sos(
+                sfreq, self.l_freq, self.h_freq, l_stop=self.l_stop, h_stop=self.h_stop,
+                gpass=self.gpass, gstop=self.gstop, return_order=True)
+        else:
+            self.sos_ = None
+            self.order_ = None
 
     def _mne_kwargs(self) -> dict:
         kw: dict[str, Any] = dict(method=self.method, phase="zero", verbose=_mne_verbose(self.verbose))
@@ -258,14 +356,17 @@ class BandPass(Transform):
         return kw
 
     def _transform(self, ts: TrialSet) -> TrialSet:
-        import mne
-
         sfreq = _check_sfreq(self, ts)
         if sfreq != self.sfreq_:
             raise ValueError(f"BandPass was fitted at {self.sfreq_:g} Hz but the TrialSet is sampled "
                              f"at {sfreq:g} Hz.")
-        X = mne.filter.filter_data(np.asarray(ts.X, dtype=np.float64), sfreq, self.l_freq,
-                                   self.h_freq, **self._mne_kwargs())
+        if self.method == "cheby2":
+            X = cheby2_filter(ts.X, self.sos_)
+        else:
+            import mne
+
+            X = mne.filter.filter_data(np.asarray(ts.X, dtype=np.float64), sfreq, self.l_freq,
+                                       self.h_freq, **self._mne_kwargs())
         info = ts.info.copy()
         with info._unlock():
             if self.l_freq is not None:

@@ -18,7 +18,7 @@ nilearn; a name is imported from its submodule the first time it is used.
 
 from __future__ import annotations
 
-import importlib
+from ..utils import lazy_exports
 
 _LAZY = {
     # events (helper M)
@@ -92,11 +92,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

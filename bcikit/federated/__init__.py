@@ -19,7 +19,7 @@ imports flwr; torch is imported on first use of a name, so ``import bcikit`` sta
 
 from __future__ import annotations
 
-import importlib
+from ..utils import lazy_exports
 
 _LAZY = {
     "shared_keys": "state", "split_state": "state", "merge_state": "state",
@@ -38,11 +38,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

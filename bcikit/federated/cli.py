@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["add_parser", "run_command", "simulate", "flower_simulation", "free_port",
-           "find_app", "local_superlink", "flwr_env"]
+           "find_app", "local_superlink", "flwr_env", "preset_path", "load_preset",
+           "list_presets"]
 
 
 def free_port() -> int:
@@ -58,6 +59,68 @@ def find_app(app: str | os.PathLike | None = None) -> Path:
     where = str(candidates[0]) if app is not None else "./federated or the source checkout"
     raise FileNotFoundError(f"No Flower app found at {where} (a folder whose pyproject.toml has "
                             f"[tool.flwr.app]); pass --app DIR.")
+
+
+def list_presets(app: str | os.PathLike | None = None) -> list[str]:
+    """Names of the run-config presets in the app's ``presets/`` folder."""
+    folder = find_app(app) / "presets"
+    return sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+
+
+def preset_path(name: str | os.PathLike, app: str | os.PathLike | None = None) -> Path:
+    """The file of a run-config preset: ``<app>/presets/<name>.toml``, or ``name`` itself when
+    it is a path to a ``.toml`` file.
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming the preset and the presets that exist.
+    """
+    text = str(name)
+    if text.endswith(".toml"):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"Preset file {text!r} does not exist.")
+        return path.resolve()
+    path = find_app(app) / "presets" / f"{text}.toml"
+    if not path.is_file():
+        raise FileNotFoundError(f"No preset {text!r} in {str(path.parent)!r}; presets: "
+                                f"{list_presets(app)}.")
+    return path
+
+
+def load_preset(name: str | os.PathLike, app: str | os.PathLike | None = None
+                ) -> dict[str, Any]:
+    """A run-config preset (``fleeg``, ``fleeg-reference`` or a ``.toml`` file) as the
+    dashed-key mapping Flower takes, validated by :class:`~bcikit.federated.flower.FLConfig`.
+
+    A preset is a flat TOML table of keys of the app's ``[tool.flwr.app.config]``, so the same
+    file works as ``flwr run federated <connection> --run-config <file>``.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError, TypeError
+        A missing preset, invalid TOML, a nested table or an unknown key or value (naming the
+        file).
+    """
+    import tomllib
+
+    from .flower import FLConfig
+
+    path = preset_path(name, app)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"Preset {str(path)!r}: not valid TOML ({err}).") from None
+    nested = sorted(k for k, v in data.items() if isinstance(v, dict))
+    if nested:
+        raise ValueError(f"Preset {str(path)!r}: a preset is a flat table of run-config keys; "
+                         f"found the table(s) {nested}.")
+    try:
+        FLConfig.from_run_config(data)
+    except (ValueError, TypeError) as err:
+        raise type(err)(f"Preset {str(path)!r}: {err}") from None
+    return data
 
 
 def _bin(name: str) -> str:
@@ -244,20 +307,22 @@ def _check_out(out: str | os.PathLike | None) -> Path:
     return out.resolve()
 
 
-def simulate(sites: str = "sim:small:9", *, rounds: int = 250, out: str | os.PathLike | None = None,
-             engine: str = "ray", local: bool = True, cpus: int | None = None,
-             app: str | os.PathLike | None = None, timeout: float | None = None,
-             overrides: Mapping[str, Any] | None = None, verbose: bool = False
-             ) -> dict[str, Any]:
+def simulate(sites: str = "sim:small:9", *, rounds: int | None = None,
+             out: str | os.PathLike | None = None, engine: str = "ray", local: bool = True,
+             cpus: int | None = None, app: str | os.PathLike | None = None,
+             timeout: float | None = None, overrides: Mapping[str, Any] | None = None,
+             preset: str | os.PathLike | None = None, verbose: bool = False) -> dict[str, Any]:
     """Federated (Flower) versus local-only training on the same sites and splits.
 
     Parameters
     ----------
     sites : str
-        ``"sim[:tiny|small|full][:N][:negative]"``, a sites file or comma-separated dataset
-        cards (see :func:`bcikit.federated.flower.parse_sites`).
-    rounds : int
-        Federated rounds (= local-only epochs).
+        Comma-separated items: ``"sim[:tiny|small|full][:N][:negative]"``, the real-site alias
+        ``"S001"`` (PhysioNet S001, split chronologically by run; left out, and listed under
+        ``skipped_sites``, when the real recordings are absent), sites files or dataset cards
+        (see :func:`bcikit.federated.flower.parse_sites`), e.g. ``"sim:tiny:2,S001"``.
+    rounds : int or None
+        Federated rounds (= local-only epochs); None: the preset's ``num-rounds``, else 250.
     out : path-like or None
         New output folder (default ``runs/fl-<time>``); ``results.json`` is written there, the
         Flower run under ``out/run``, logs under ``out/flower``.
@@ -273,24 +338,47 @@ def simulate(sites: str = "sim:small:9", *, rounds: int = 250, out: str | os.Pat
     timeout : float or None
         Seconds for the Flower run.
     overrides : mapping or None
-        More run-config keys (dashed), e.g. ``{"min-sites": 8, "fedprox-mu": 0.01}``.
+        More run-config keys (dashed), e.g. ``{"min-sites": 8, "fedprox-mu": 0.01}``; they
+        win over the preset.
+    preset : str, path-like or None
+        A run-config preset (:func:`load_preset`): ``"fleeg"`` (bcikit defaults),
+        ``"fleeg-reference"`` (the official validation and weights) or a ``.toml`` file.
     verbose : bool
         Stream Flower's log.
 
     Returns
     -------
     dict
-        What ``results.json`` holds.
+        What ``results.json`` holds: per site ``federated_acc``, ``local_acc``, ``n_trials``
+        (test trials) and ``split`` (how the site's trials were split); ``skipped_sites``
+        (real sites left out because their recordings are absent, with the reason).
     """
-    from ..utils import check_option
-    from .flower import FLConfig, build_site, parse_sites, run_in_process
+    from ..utils import check_option, logger
+    from .flower import (REAL_SITES, SPLIT_NOTES, FLConfig, build_site, parse_sites, real_site,
+                         run_in_process, site_unavailable, split_sites_text)
 
     check_option(engine, ("ray", "inprocess"), "engine", owner="bcikit fl simulate")
+    base = load_preset(preset, app) if preset is not None else {}
+    # real sites named by alias are optional: without their recordings they are left out
+    items, skipped = [], {}
+    for item in split_sites_text(sites):
+        why = site_unavailable(real_site(item)) if item in REAL_SITES else None
+        if why is None:
+            items.append(item)
+        else:
+            skipped[REAL_SITES[item][1]] = why
+            logger.warning("bcikit fl simulate: site %s left out: %s", item, why)
+    if not items:
+        raise ValueError(f"No site left to simulate: {skipped}.")
+    used = ",".join(items)
+    rows = parse_sites(used)
     out_dir = _check_out(out)
     run_dir = out_dir / "run"
-    rows = parse_sites(sites)
-    conf = {"sites": str(sites), "num-rounds": int(rounds), "run-dir": str(run_dir),
-            "data-dir": str(out_dir / "cache"), "run-name": "fleeg"}
+    conf = dict(base)
+    conf.update({"sites": used, "run-dir": str(run_dir), "data-dir": str(out_dir / "cache"),
+                 "run-name": "fleeg"})
+    if rounds is not None or "num-rounds" not in conf:
+        conf["num-rounds"] = int(250 if rounds is None else rounds)
     conf.update(dict(overrides or {}))
     cfg = FLConfig.from_run_config(conf)
     t0 = time.perf_counter()
@@ -309,7 +397,7 @@ def simulate(sites: str = "sim:small:9", *, rounds: int = 250, out: str | os.Pat
         from .loop import run_local
 
         t1 = time.perf_counter()
-        specs = parse_sites(sites, data_dir=str(out_dir / "cache"))
+        specs = parse_sites(used, data_dir=str(out_dir / "cache"))
         site_objs = [build_site(s, cfg) for s in specs]
         res = run_local(site_objs, cfg.num_rounds, verbose=verbose or None)
         local_sites = {n: m for n, m in res.sites.items() if m is not None}
@@ -320,7 +408,8 @@ def simulate(sites: str = "sim:small:9", *, rounds: int = 250, out: str | os.Pat
         f = fed["sites"].get(row.name)
         entry: dict[str, Any] = {
             "federated_acc": None if f is None else float(f["test-acc"]),
-            "local_acc": None, "n_trials": None if f is None else int(f["num-examples"])}
+            "local_acc": None, "n_trials": None if f is None else int(f["num-examples"]),
+            "split": row.group, "split_note": SPLIT_NOTES[row.group]}
         if f is not None:
             entry.update({"federated_loss": float(f["test-loss"]),
                           "federated_best_round": int(f["best-round"]),
@@ -343,6 +432,8 @@ def simulate(sites: str = "sim:small:9", *, rounds: int = 250, out: str | os.Pat
         "mean_local_acc": sum(la) / len(la) if la else None,
         "mean_gain": sum(gains) / len(gains) if gains else None,
         "rounds": cfg.num_rounds, "fold": cfg.fold, "sites_source": str(sites),
+        "sites_used": used, "skipped_sites": skipped,
+        "preset": None if preset is None else str(preset),
         "engine": engine, "flower_status": fed.get("status"),
         "failed_sites": sorted({n for h in fed.get("history", [])
                                 for names in h.get("failed", {}).values() for n in names}),
@@ -367,19 +458,26 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Run the FLEEG Flower app as a simulation and the local-only baseline on "
                     "the same splits; write OUT/results.json.")
     s.add_argument("--sites", default="sim:small:9", metavar="CARDS_OR_SIM",
-                   help="'sim[:tiny|small|full][:N][:negative]' (simulator), a sites file "
-                        "([[site]] tables) or comma-separated dataset cards "
-                        "(default sim:small:9)")
-    s.add_argument("--rounds", type=int, default=250, help="federated rounds (default 250)")
+                   help="comma-separated: 'sim[:tiny|small|full][:N][:negative]' (simulator), "
+                        "'S001' (PhysioNet S001 when ../shared/realdata is there, else left "
+                        "out), sites files ([[site]] tables) or dataset cards "
+                        "(default sim:small:9; e.g. sim:tiny:2,S001)")
+    s.add_argument("--preset", metavar="NAME",
+                   help="run-config preset: 'fleeg' (bcikit defaults), 'fleeg-reference' "
+                        "(official validation and weights) or a .toml file; the options below "
+                        "win over it")
+    s.add_argument("--rounds", type=int, default=None,
+                   help="federated rounds (default: the preset's, else 250)")
     s.add_argument("--out", help="output folder to create (default runs/fl-<time>)")
-    s.add_argument("--fold", type=int, default=0, help="LOSO fold inside every site")
-    s.add_argument("--min-sites", type=int, default=0,
+    s.add_argument("--fold", type=int, default=None, help="LOSO fold inside every site (0)")
+    s.add_argument("--min-sites", type=int, default=None,
                    help="fewest sites a round may complete with (default: all)")
-    s.add_argument("--weighting", choices=["samples", "equal"], default="samples")
-    s.add_argument("--fedprox-mu", type=float, default=0.0, help="FedProx mu (0: FedAvg)")
-    s.add_argument("--dp-clip", type=float, default=0.0,
+    s.add_argument("--weighting", choices=["samples", "equal"], default=None,
+                   help="FedAvg weights (default samples)")
+    s.add_argument("--fedprox-mu", type=float, default=None, help="FedProx mu (0: FedAvg)")
+    s.add_argument("--dp-clip", type=float, default=None,
                    help="client-side fixed clipping norm of the shared update (0: no DP)")
-    s.add_argument("--dp-noise", type=float, default=0.0, help="central DP noise multiplier")
+    s.add_argument("--dp-noise", type=float, default=None, help="central DP noise multiplier")
     s.add_argument("--engine", choices=["ray", "inprocess"], default="ray",
                    help="ray: flwr run on a simulation SuperLink; inprocess: no Ray")
     s.add_argument("--cpus", type=int, help="CPUs for Ray (default: all)")
@@ -409,19 +507,20 @@ def run_command(args: argparse.Namespace) -> int:
     """Run a parsed ``bcikit fl ...`` command; returns the exit status."""
     if getattr(args, "fl_command", None) != "simulate":
         raise ValueError("bcikit fl needs a sub-command: simulate.")
-    overrides: dict[str, Any] = {"fold": args.fold, "min-sites": args.min_sites,
-                                 "weighting": args.weighting, "fedprox-mu": args.fedprox_mu,
-                                 "dp-clipping-norm": args.dp_clip,
-                                 "dp-noise-multiplier": args.dp_noise}
+    flags = {"fold": args.fold, "min-sites": args.min_sites, "weighting": args.weighting,
+             "fedprox-mu": args.fedprox_mu, "dp-clipping-norm": args.dp_clip,
+             "dp-noise-multiplier": args.dp_noise}
+    # only the options given on the command line win over the preset
+    overrides: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
     for text in args.fl_overrides:
         k, v = _override(text)
         overrides[k] = v
-    if args.rounds < 1:
+    if args.rounds is not None and args.rounds < 1:
         raise ValueError(f"--rounds must be at least 1; got {args.rounds}.")
     try:
         res = simulate(args.sites, rounds=args.rounds, out=args.out, engine=args.engine,
                        local=not args.no_local, cpus=args.cpus, app=args.app,
-                       timeout=args.timeout, overrides=overrides,
+                       timeout=args.timeout, overrides=overrides, preset=args.preset,
                        verbose=bool(getattr(args, "verbose", False)))
     except (RuntimeError, ImportError) as err:  # a failed run (named sites), or no flwr
         raise ValueError(str(err)) from None
@@ -434,5 +533,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"  mean gain (federated - local): {res['mean_gain']:+.3f}")
     if res["failed_sites"]:
         print(f"  sites left out of some rounds: {res['failed_sites']}")
+    for name, why in res["skipped_sites"].items():
+        print(f"  site {name} skipped: {why}")
     print(f"results: {out / 'results.json'}")
     return 0

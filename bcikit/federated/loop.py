@@ -137,7 +137,8 @@ def _run(sites: Sequence[Site], rounds: int | None, *, kind: str, aggregate: boo
          initial: Mapping[str, torch.Tensor] | None, weighting: str,
          checkpoint_dir: str | Path | None, resume: bool, test: bool,
          on_round: Callable[[int, FederatedResult], None] | None, verbose,
-         counts: Mapping[str, int] | None = None) -> FederatedResult:
+         counts: Mapping[str, int] | None = None,
+         prox_mu: float | None = None) -> FederatedResult:
     owner = f"run_{kind.replace('-', '_')}"
     sites = _check_sites(sites, owner)
     check_option(weighting, ("samples", "equal"), "weighting", owner=owner)
@@ -176,7 +177,8 @@ def _run(sites: Sequence[Site], rounds: int | None, *, kind: str, aggregate: boo
             # local-only: the broadcast initial weights are merged once, before round 1
             send = current if (aggregate or s.round == 0) else None
             try:
-                shared, n, metrics = s.train_round(send)
+                shared, n, metrics = (s.train_round(send) if prox_mu is None else
+                                      s.train_round(send, prox_mu=prox_mu))
             except Exception as err:
                 raise RuntimeError(f"Site {s.name!r} failed in round {r + 1}: {err}") from err
             updates.append((shared, n if counts is None else int(counts[s.name])))
@@ -207,6 +209,7 @@ def _run(sites: Sequence[Site], rounds: int | None, *, kind: str, aggregate: boo
 def run_federated(sites: Sequence[Site], rounds: int | None = None, *,
                   initial: Mapping[str, torch.Tensor] | None = None, weighting: str = "samples",
                   counts: Mapping[str, int] | None = None,
+                  prox_mu: float | None = None,
                   checkpoint_dir: str | Path | None = None, resume: bool = False,
                   test: bool = True,
                   on_round: Callable[[int, FederatedResult], None] | None = None,
@@ -227,6 +230,10 @@ def run_federated(sites: Sequence[Site], rounds: int | None = None, *,
     counts : mapping of site name to int, or None
         Constant per-site counts used instead of the training trials with
         ``weighting="samples"`` (the official recipe: each dataset's total trials).
+    prox_mu : float or None
+        FedProx weight for every site and round (the proximal term of
+        :class:`~bcikit.federated.Site`, what the Flower app's ``fedprox-mu`` sends); None: each
+        site's own ``prox_mu`` (0 by default: FedAvg).
     checkpoint_dir : path or None
         After every round, write ``site-<name>.pt`` per site and ``server.pt`` (round, last
         aggregate, history, weights) there, atomically.
@@ -253,7 +260,7 @@ def run_federated(sites: Sequence[Site], rounds: int | None = None, *,
     """
     return _run(sites, rounds, kind="federated", aggregate=True, initial=initial,
                 weighting=weighting, checkpoint_dir=checkpoint_dir, resume=resume, test=test,
-                on_round=on_round, verbose=verbose, counts=counts)
+                on_round=on_round, verbose=verbose, counts=counts, prox_mu=prox_mu)
 
 
 def run_local(sites: Sequence[Site], epochs: int | None = None, *,

@@ -379,6 +379,7 @@ def make_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int, fold: int =
 def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
                      folds: Iterable[int] = (0,), n_test: int | float = 1, seed: int = 123,
                      device: str = "cpu", weighting: str = "samples", jobs: int = 1,
+                     kinds: Sequence[str] = ("federated", "local"),
                      verbose: bool | None = None) -> dict[str, Any]:
     """Federated versus local-only on the same splits, per site and per test subject.
 
@@ -396,9 +397,11 @@ def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
         (``statistic``, ``pvalue``, ``n``); ``gain_vs_size``: Spearman correlation of the gain
         with the site's subject count (negative = larger gains on smaller sites); ``timing_s``.
         ``verbose`` prints the time of every run.
-    """
-    from scipy import stats
 
+        With only one of ``kinds`` (e.g. to run the federated and the local-only arm in two
+        processes on one GPU), the per-subject accuracies are returned as ``per`` (plus
+        ``kinds``, ``timing_s``) and :func:`combine_comparisons` joins the two parts.
+    """
     from .loop import run_federated, run_local
 
     folds = list(folds)
@@ -413,6 +416,8 @@ def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
         datas = make_site_data(sims, fold=fold, n_test=n_test, seed=seed, jobs=jobs)
         timing[f"fold{fold}-prepare"] = time.perf_counter() - t0
         for kind, runner in (("federated", run_federated), ("local", run_local)):
+            if kind not in kinds:
+                continue
             t0 = time.perf_counter()
             sites = [Site(d, rounds=rounds, seed=seed, device=device) for d in datas]
             res = (runner(sites, rounds, weighting=weighting, verbose=False)
@@ -425,10 +430,53 @@ def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
             for name, m in res.sites.items():
                 for subj, acc in m["subject-acc"].items():
                     per[name].setdefault(subj, {"federated": [], "local": []})[kind].append(acc)
+    kinds = [k for k in ("federated", "local") if k in kinds]
+    if not kinds:
+        raise ValueError(f"compare_on_sites: kinds must hold 'federated' and/or 'local'; got "
+                         f"{list(kinds)!r}.")
+    if len(kinds) == 1:
+        return {"per": per, "kinds": kinds, "rounds": rounds, "folds": folds,
+                "n_test": n_test, "timing_s": timing}
+    return _summarise(per, [sp for sp, _ in sims], rounds=rounds, folds=folds, n_test=n_test,
+                      timing=timing)
+
+
+def combine_comparisons(parts: Sequence[dict[str, Any]],
+                        specs: Sequence[SiteSpec]) -> dict[str, Any]:
+    """Join the one-arm results of :func:`compare_on_sites` (``kinds=("federated",)`` and
+    ``kinds=("local",)``, same sites, rounds and folds) into its two-arm result."""
+    per: dict[str, dict[str, dict[str, list[float]]]] = {}
+    seen, timing = set(), {}
+    for part in parts:
+        if "per" not in part:
+            raise ValueError("combine_comparisons: each part must be a one-arm result of "
+                             "compare_on_sites (with a 'per' table).")
+        seen.update(part["kinds"])
+        timing.update(part.get("timing_s", {}))
+        for site, subjects in part["per"].items():
+            for subj, arms in subjects.items():
+                dst = per.setdefault(site, {}).setdefault(subj, {"federated": [], "local": []})
+                for kind in part["kinds"]:
+                    dst[kind].extend(arms[kind])
+    if seen != {"federated", "local"}:
+        raise ValueError(f"combine_comparisons: need a federated and a local part; got "
+                         f"{sorted(seen)}.")
+    keys = {(p["rounds"], tuple(p["folds"]), p["n_test"]) for p in parts}
+    if len(keys) != 1:
+        raise ValueError(f"combine_comparisons: the parts differ in (rounds, folds, n_test): "
+                         f"{sorted(keys)}.")
+    rounds, folds, n_test = keys.pop()
+    return _summarise(per, specs, rounds=rounds, folds=list(folds), n_test=n_test,
+                      timing=timing)
+
+
+def _summarise(per, specs, *, rounds, folds, n_test, timing) -> dict[str, Any]:
+    from scipy import stats
+
     out_sites = {}
     pairs = []
     sizes, gains = [], []
-    for spec, _ in sims:
+    for spec in specs:
         subs = {s: {k: float(np.mean(v)) for k, v in d.items()} for s, d in per[spec.name].items()}
         fed = float(np.mean([d["federated"] for d in subs.values()]))
         loc = float(np.mean([d["local"] for d in subs.values()]))
@@ -446,7 +494,7 @@ def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
         paired.update({"wilcoxon": {"statistic": float(w.statistic), "pvalue": float(w.pvalue)},
                        "ttest": {"statistic": float(t.statistic), "pvalue": float(t.pvalue)}})
     corr = (float(stats.spearmanr(sizes, gains).statistic)
-            if len(set(sizes)) > 1 and len(set(gains)) > 1 and len(sims) > 2 else math.nan)
+            if len(set(sizes)) > 1 and len(set(gains)) > 1 and len(specs) > 2 else math.nan)
     return {"sites": out_sites, "mean_gain": float(np.mean(gains)), "paired": paired,
             "gain_vs_size": corr, "rounds": rounds, "folds": list(folds), "n_test": n_test,
             "timing_s": timing}
@@ -478,6 +526,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--negative-control", action="store_true")
     p.add_argument("--verbose", action="store_true", help="progress and timings")
     p.add_argument("--jobs", type=int, default=1, help="processes for simulation and filtering")
+    p.add_argument("--kind", default="both", choices=("both", "federated", "local"),
+                   help="run one arm only (writes a part for --combine)")
+    p.add_argument("--combine", nargs="+", default=None, metavar="PART",
+                   help="join one-arm JSON parts (same settings) instead of running")
     p.add_argument("--out", default=None, help="JSON file to write (must not exist)")
     args = p.parse_args(argv)
     if args.out and Path(args.out).exists():
@@ -487,6 +539,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         from dataclasses import replace
 
         specs = [replace(s, trials_per_class=args.trials_per_class) for s in specs]
+    if args.combine:
+        parts = [json.loads(Path(f).read_text()) for f in args.combine]
+        for f, part in zip(args.combine, parts):
+            if part.get("size") != args.size or part.get("negative_control") != \
+                    args.negative_control:
+                raise SystemExit(f"{f}: size/negative-control differ from this command's.")
+        out = combine_comparisons(parts, [s for s in specs])
+        out.update({k: parts[0][k] for k in ("negative_control", "size", "specs",
+                                                "difficulty", "seed") if k in parts[0]})
+        out["parts"] = {f: {"kinds": p["kinds"], "total_s": p.get("total_s")}
+                        for f, p in zip(args.combine, parts)}
+        return _report(out, args.out)
     if args.device != "cpu":
         import torch
 
@@ -498,16 +562,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.verbose:
         print(f"simulated {len(sims)} sites in {t_sim:.1f} s", flush=True)
     n_test = int(args.n_test) if args.n_test >= 1 else float(args.n_test)
+    kinds = ("federated", "local") if args.kind == "both" else (args.kind,)
     out = compare_on_sites(sims, rounds=args.rounds, folds=range(args.folds), n_test=n_test,
-                           device=args.device, jobs=args.jobs, verbose=args.verbose)
+                           device=args.device, jobs=args.jobs, kinds=kinds,
+                           verbose=args.verbose)
     out.update({"negative_control": args.negative_control, "size": args.size,
                 "specs": [s.to_dict() for s in specs], "simulate_s": t_sim,
                 "total_s": time.perf_counter() - t0, "difficulty": args.difficulty,
                 "seed": args.seed})
-    text = json.dumps(out, indent=1)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    if "per" in out:  # one arm: a part for --combine
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(out, indent=1))
+        print(f"{args.kind} arm done in {out['total_s']:.0f} s")
+        return out
+    return _report(out, args.out)
+
+
+def _report(out: dict[str, Any], path: str | None) -> dict[str, Any]:
+    import json
+    from pathlib import Path
+
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(out, indent=1))
     for name, row in out["sites"].items():
         print(f"{name}: {row['n_subjects']:3d} subjects  federated {row['federated_acc']:.3f}  "
               f"local {row['local_acc']:.3f}  gain {row['gain']:+.3f}")

@@ -31,7 +31,8 @@ from ..data.trialset import TrialSet
 from ..utils import check_option, check_range, validate_type
 from .state import merge_state, shared_keys, shared_signature, split_state
 
-__all__ = ["split_site", "SiteData", "Site", "natural_key"]
+__all__ = ["split_site", "split_site_chronological", "SiteData", "Site", "natural_key",
+           "UNITS_TO_UV"]
 
 STATE_FORMAT = 1
 
@@ -45,9 +46,14 @@ def natural_key(label: Any) -> list:
 def split_site(ts: TrialSet, *, fold: int = 0, n_folds: int | None = None,
                n_test: int | float = 1,
                validation: str = "subject", valid_frac: float = 0.1, seed: int = 123,
-               valid_seed: int = 42, site: str | None = None
+               valid_seed: int = 42, site: str | None = None, split: str = "subject"
                ) -> tuple[TrialSet, TrialSet, TrialSet]:
     """Split one site's trials into train, validation and test (spec §4).
+
+    ``split="subject"`` (default) is the spec's leave-subject-out split described here;
+    ``split="chronological"`` is a within-subject split by run for sites whose subjects cannot
+    be held out (a single-subject site such as PhysioNet S001): see
+    :func:`split_site_chronological`.
 
     Subjects (natural order of ``meta['subject']``) are shuffled with ``seed``; fresh shuffles
     are appended until the order covers every fold, so in a federation whose largest site has
@@ -76,6 +82,8 @@ def split_site(ts: TrialSet, *, fold: int = 0, n_folds: int | None = None,
         Subject shuffle (123) and validation draw (42).
     site : str or None
         Name for error messages.
+    split : {"subject", "chronological"}
+        Leave-subject-out (the spec), or chronological by run within each subject.
 
     Returns
     -------
@@ -88,6 +96,12 @@ def split_site(ts: TrialSet, *, fold: int = 0, n_folds: int | None = None,
     """
     owner = "split_site"
     name = f"site {site!r}" if site else "the site"
+    check_option(split, ("subject", "chronological"), "split", owner=owner)
+    if split == "chronological":
+        validate_type(fold, "int", "fold", owner=owner)
+        check_range(fold, "fold", low=0, owner=owner)
+        return split_site_chronological(ts, n_test=n_test, validation=validation,
+                                        valid_frac=valid_frac, site=site)
     check_option(validation, ("subject", "trial"), "validation", owner=owner)
     validate_type(fold, "int", "fold", owner=owner)
     validate_type(n_test, ("int", float), "n_test", owner=owner)
@@ -142,6 +156,70 @@ def split_site(ts: TrialSet, *, fold: int = 0, n_folds: int | None = None,
         valid_idx = train_idx[pick]
         train_idx = np.delete(train_idx, pick)
     return ts.subset(train_idx), ts.subset(valid_idx), ts.subset(np.flatnonzero(is_test))
+
+
+def split_site_chronological(ts: TrialSet, *, n_test: int | float = 1,
+                             validation: str = "subject", valid_frac: float = 0.1,
+                             site: str | None = None) -> tuple[TrialSet, TrialSet, TrialSet]:
+    """Within-subject split by run, in recording order: the last run(s) of every subject test.
+
+    For sites whose subjects cannot be held out (one subject, as PhysioNet S001): each
+    subject's runs are put in recording order (:func:`bcikit.data.chronological_order`); the
+    last ``n_test`` runs test; with ``validation="subject"`` the run just before them
+    validates (a whole unseen run, the within-subject analogue of an unseen subject); with
+    ``validation="trial"`` the last ``valid_frac`` of each class's remaining trials in recording
+    order do (at least one per class). Earlier runs train. Nothing recorded after a test trial
+    is trained on, and there is one split only: every federation fold gets the same one.
+
+    Raises
+    ------
+    ValueError
+        When a subject has too few runs (``n_test + 1``, or ``n_test + 2`` for run-wise
+        validation), naming the site, the subject and its runs.
+    """
+    from ..data.protocols import _carve_last, _strata, chronological_order
+
+    owner = "split_site"
+    name = f"site {site!r}" if site else "the site"
+    check_option(validation, ("subject", "trial"), "validation", owner=owner)
+    validate_type(n_test, "int", "n_test", owner=owner)
+    check_range(n_test, "n_test", low=1, owner=owner)
+    check_range(valid_frac, "valid_frac", low=0.0, high=1.0, low_inclusive=False,
+                high_inclusive=False, owner=owner)
+    meta = ts.meta
+    for col in ("subject", "run"):
+        if col not in meta:
+            raise ValueError(f"{name}: a chronological split needs meta[{col!r}].")
+    session = (meta["session"].astype(str).tolist() if "session" in meta
+               else [""] * len(ts))
+    pairs = list(zip(session, meta["run"].astype(str)))
+    codes = {pair: i for i, pair in enumerate(dict.fromkeys(pairs))}
+    run_key = np.array([codes[pair] for pair in pairs], dtype=np.int64)  # (session, run) codes
+    run_name = {i: pair[1] for pair, i in codes.items()}
+    strata = _strata(ts)
+    subj = meta["subject"].astype(str).to_numpy()
+    train, valid, test = [], [], []
+    for s in sorted(set(subj), key=natural_key):
+        order = chronological_order(ts, np.flatnonzero(subj == s))
+        runs = list(dict.fromkeys(run_key[order]))
+        need = n_test + (2 if validation == "subject" else 1)
+        if len(runs) < need:
+            shown = [run_name[r] for r in runs]
+            raise ValueError(f"{name}: subject {s!r} has {len(runs)} run(s) {shown}; a "
+                             f"chronological split with {n_test} test run(s) and "
+                             f"validation={validation!r} needs at least {need}.")
+        test_runs = runs[-n_test:]
+        te = order[np.isin(run_key[order], test_runs)]
+        rest = order[~np.isin(run_key[order], test_runs)]
+        if validation == "subject":
+            va = rest[run_key[rest] == runs[-n_test - 1]]
+            tr = rest[run_key[rest] != runs[-n_test - 1]]
+        else:
+            tr, va = _carve_last(order, strata, rest, valid_frac)
+        train.append(tr)
+        valid.append(va)
+        test.append(te)
+    return tuple(ts.subset(np.sort(np.concatenate(part))) for part in (train, valid, test))
 
 
 # ---------------------------------------------------------------------------------- data
@@ -218,6 +296,11 @@ class SiteData:
         return self.train.classes
 
     @property
+    def n_trials(self) -> int:
+        """All the site's trials (train + validation + test): the official FLEEG weight."""
+        return len(self.train) + len(self.valid) + len(self.test)
+
+    @property
     def n_outputs(self) -> int:
         if self.classes is not None:
             return len(self.classes)
@@ -227,25 +310,56 @@ class SiteData:
     def from_trialset(cls, ts: TrialSet, name: str, *, fold: int = 0, n_folds: int | None = None,
                       n_test: int | float = 1, validation: str = "subject", valid_frac: float = 0.1,
                       seed: int = 123, valid_seed: int = 42, filter: bool = True,
-                      scale: float = 1e6, batch_size: int = 64, lr: float = 0.01,
-                      dataset: str | None = None) -> "SiteData":
+                      unit: str = "V", scale: str | float = "uV", batch_size: int = 64,
+                      lr: float = 0.01, dataset: str | None = None,
+                      split: str = "subject") -> "SiteData":
         """Preprocess one site's TrialSet and split it (:func:`split_site`).
 
-        ``filter=True`` applies the FLEEG band-pass (:func:`bcikit.models.fleeg.preprocess`);
-        ``scale`` multiplies the data (default ``1e6``: volts, bcikit's unit, to microvolts, so
-        batch-norm's epsilon does not swamp the activations; it is a unit change, not a
-        normalisation).
+        Parameters
+        ----------
+        ts : TrialSet
+            The site's trials.
+        name : str
+            Site name.
+        fold, n_folds, n_test, validation, valid_frac, seed, valid_seed, split
+            The split (:func:`split_site`).
+        filter : bool
+            Apply the FLEEG band-pass first (:func:`bcikit.models.fleeg.preprocess`: zero-phase
+            Chebyshev-II 0.3-40 Hz).
+        unit : {"V", "mV", "uV"}
+            The unit of ``ts.X``. bcikit's readers and simulators give volts, as MNE does;
+            say ``"uV"`` for a TrialSet built from microvolt arrays.
+        scale : {"uV", "none"} or float
+            The numbers the site trains on. ``"uV"`` (default): the trials in microvolts
+            (volts times 1e6, millivolts times 1e3, microvolts as they are), applied after the
+            filter. Why: every batch norm of FLEEGNet divides by ``sqrt(var + eps)`` with
+            ``eps = 1e-5``; EEG in volts has variances near 1e-10 and so do the first
+            blocks' activations, so ``eps`` would dominate the denominator and the batch norms
+            would shrink the signal instead of standardising it; in microvolts (variances of
+            1 to 100) ``eps`` is negligible. It is a change of unit, not a normalisation (the
+            spec's "no scaling" holds: no statistic of the data is used). ``"none"``: the
+            numbers as given. A positive number: multiply by it.
+        batch_size, lr : int, float
+            The site's recipe.
+        dataset : str or None
+            Dataset name (for ``stem_geometry="reference"``).
+
+        Returns
+        -------
+        SiteData
         """
-        validate_type(ts, TrialSet, "ts", owner="SiteData.from_trialset")
+        owner = "SiteData.from_trialset"
+        validate_type(ts, TrialSet, "ts", owner=owner)
+        factor = _unit_factor(unit, scale, owner)
         if filter:
             from ..models.fleeg import preprocess
 
             ts = preprocess(ts)
-        if scale != 1:
-            ts = ts.with_data(np.asarray(ts.X, dtype=np.float32) * np.float32(scale))
+        if factor != 1:
+            ts = ts.with_data(np.asarray(ts.X, dtype=np.float32) * np.float32(factor))
         train, valid, test = split_site(ts, fold=fold, n_folds=n_folds, n_test=n_test,
                                         validation=validation, valid_frac=valid_frac, seed=seed,
-                                        valid_seed=valid_seed, site=name)
+                                        valid_seed=valid_seed, site=name, split=split)
         return cls(name, train, valid, test, batch_size=batch_size, lr=lr, dataset=dataset)
 
     def save(self, folder: str | Path, *, overwrite: bool = False) -> Path:
@@ -272,6 +386,23 @@ class SiteData:
         splits = {s: TrialSet.load(folder / s, mmap=mmap) for s in ("train", "valid", "test")}
         return cls(meta["name"], **splits, batch_size=int(meta["batch_size"]),
                    lr=float(meta["lr"]), dataset=meta.get("dataset"))
+
+
+#: Factor from each input unit to microvolts.
+UNITS_TO_UV = {"V": 1e6, "mV": 1e3, "uV": 1.0, "µV": 1.0}
+
+
+def _unit_factor(unit: Any, scale: Any, owner: str) -> float:
+    """The factor :meth:`SiteData.from_trialset` multiplies the trials by."""
+    check_option(unit, tuple(UNITS_TO_UV), "unit", owner=owner)
+    if isinstance(scale, str):
+        check_option(scale, ("uV", "µV", "none"), "scale", owner=owner)
+        return 1.0 if scale == "none" else UNITS_TO_UV[unit]
+    validate_type(scale, ("numeric", str), "scale", owner=owner)
+    if not (math.isfinite(float(scale)) and float(scale) > 0):
+        raise ValueError(f"The 'scale' parameter of {owner} must be 'uV', 'none' or a positive "
+                         f"number. Got {scale!r} instead.")
+    return float(scale)
 
 
 # ---------------------------------------------------------------------------------- site
@@ -312,6 +443,12 @@ class Site:
         Shared state keys (default :func:`~bcikit.federated.shared_keys` of the model).
     scope : {"declared", "all"}
         Passed to :func:`~bcikit.federated.shared_keys` when ``keys`` is None.
+    prox_mu : float
+        FedProx (Li et al. 2020): each round's loss adds ``prox_mu / 2 * sum_k ||w_k - w_k^t||^2``
+        over the shared parameters, ``w^t`` being the shared parameters right after the
+        round's merge (and max-norm), which pulls the site's update towards the global model.
+        0 (default): plain FedAvg training, bit for bit. :meth:`train_round` can override it
+        per round (Flower sends it as ``proximal-mu``).
 
     Attributes
     ----------
@@ -332,7 +469,8 @@ class Site:
     -----
     The training loss is the NLL of the log-softmax of the model output (FLEEGNet already
     returns log-probabilities, for which log-softmax is the identity); a model with a
-    ``training_loss(X, y)`` method (MVCNet) trains on that instead. Max-norm
+    ``training_loss(X, y)`` method (MVCNet) trains on that instead; with ``prox_mu > 0`` the
+    proximal term is added to it (and to the reported ``train-loss``). Max-norm
     (``model.apply_max_norm()``, when the model has it) runs after every optimiser step and every
     merge. Batches: a fresh permutation each round from the site's own generator, the last
     batch possibly smaller.
@@ -341,13 +479,14 @@ class Site:
     def __init__(self, data: SiteData, *, rounds: int = 250, model: nn.Module | None = None,
                  stem_geometry: str = "solve", weight_decay: float = 5e-4, seed: int = 123,
                  device: str = "cpu", keys: Iterable[str] | None = None,
-                 scope: str = "declared"):
+                 scope: str = "declared", prox_mu: float = 0.0):
         owner = "Site"
         validate_type(data, SiteData, "data", owner=owner)
         validate_type(rounds, "int", "rounds", owner=owner)
         check_range(rounds, "rounds", low=1, owner=owner)
         validate_type(weight_decay, "numeric", "weight_decay", owner=owner)
         validate_type(seed, "int", "seed", owner=owner)
+        self.prox_mu = _check_prox_mu(prox_mu, owner)
         self.data = data
         self.name = data.name
         self.rounds = int(rounds)
@@ -379,10 +518,11 @@ class Site:
         self.n_train = len(data.train)
         self.batch_size = data.batch_size
         self.batches_per_epoch = math.ceil(self.n_train / self.batch_size)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=data.lr,
-                                           weight_decay=self.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=self.batches_per_epoch * self.rounds, eta_min=0.0)
+        # AdamW and its schedule are built on first use (:attr:`optimizer`): a Flower message
+        # that only validates or tests (a fresh process per message in a deployment) then never
+        # pays for torch's optimizer machinery; a restored state waits in _pending_optim.
+        self._optim: tuple[torch.optim.Optimizer, Any] | None = None
+        self._pending_optim: tuple[dict, dict] | None = None
         self.round = 0
         self.history: list[dict[str, float]] = []
         self.best_round: int | None = None
@@ -390,6 +530,30 @@ class Site:
         self.best_acc = -math.inf
         self.best_acc_round: int | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ optimiser
+    def _build_optim(self) -> tuple[torch.optim.Optimizer, Any]:
+        if self._optim is None:
+            optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.data.lr,
+                                          weight_decay=self.weight_decay)
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=self.batches_per_epoch * self.rounds, eta_min=0.0)
+            if self._pending_optim is not None:
+                optimizer.load_state_dict(self._pending_optim[0])
+                scheduler.load_state_dict(self._pending_optim[1])
+                self._pending_optim = None
+            self._optim = (optimizer, scheduler)
+        return self._optim
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """AdamW over the model's parameters (``lr = data.lr``, ``weight_decay``)."""
+        return self._build_optim()[0]
+
+    @property
+    def scheduler(self):
+        """Cosine annealing to 0 over ``batches_per_epoch * rounds`` steps, per batch."""
+        return self._build_optim()[1]
 
     # ------------------------------------------------------------------ random streams
     @staticmethod
@@ -464,12 +628,33 @@ class Site:
         """Detached CPU copies of the current shared tensors."""
         return split_state(self.model, self.keys)[0]
 
-    def train_round(self, shared: Mapping[str, Any] | None = None
+    def _proximal_anchor(self, prox_mu: float) -> dict[str, torch.Tensor] | None:
+        """The shared parameters right now (after the merge): FedProx's ``w^t``."""
+        if prox_mu <= 0:
+            return None
+        keys = set(self.keys)
+        return {k: p.detach().clone() for k, p in self.model.named_parameters() if k in keys}
+
+    def _proximal_term(self, anchor: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``sum_k ||w_k - w_k^t||^2`` over the shared parameters."""
+        params = dict(self.model.named_parameters())
+        return sum(((params[k] - a) ** 2).sum() for k, a in anchor.items())
+
+    def train_round(self, shared: Mapping[str, Any] | None = None, *,
+                    prox_mu: float | None = None
                     ) -> tuple[dict[str, torch.Tensor], int, dict[str, float]]:
         """Merge ``shared`` (None: keep the own tensors, as local-only training does), train one
         epoch and return ``(shared tensors, n_examples, metrics)``.
 
-        ``metrics`` holds ``train-loss`` (mean over the epoch's trials) and ``num-examples``.
+        ``metrics`` holds ``train-loss`` (mean over the epoch's trials, FedProx's proximal term
+        included) and ``num-examples``.
+
+        Parameters
+        ----------
+        shared : mapping or None
+            The broadcast shared tensors.
+        prox_mu : float or None
+            FedProx weight for this round (None: the site's ``prox_mu``; 0: plain training).
 
         Raises
         ------
@@ -480,7 +665,9 @@ class Site:
         if self.round >= self.rounds:
             raise ValueError(f"Site {self.name!r} has trained all {self.rounds} rounds of its "
                              f"schedule; build it with a larger rounds= to train more.")
+        mu = self.prox_mu if prox_mu is None else _check_prox_mu(prox_mu, f"Site {self.name!r}")
         self._merge(shared)
+        anchor = self._proximal_anchor(mu)
         self.model.train()
         total, seen = 0.0, 0
         perm = torch.randperm(self.n_train, generator=self._gen).to(self.device)
@@ -490,6 +677,8 @@ class Site:
                 X, y = self.X_train[idx], self.y_train[idx]
                 self.optimizer.zero_grad(set_to_none=True)
                 loss = self._loss(X, y)
+                if anchor is not None:
+                    loss = loss + 0.5 * mu * self._proximal_term(anchor)
                 if not torch.isfinite(loss):
                     raise ValueError(f"Site {self.name!r}: the training loss became "
                                      f"{float(loss)} in round {self.round + 1}, batch {i + 1}.")
@@ -563,6 +752,13 @@ class Site:
         return self.score(self.data.test, per_subject=per_subject)
 
     # ------------------------------------------------------------------ state
+    def _optim_state(self) -> dict[str, Any]:
+        if self._optim is None and self._pending_optim is not None:
+            opt, sched = self._pending_optim
+        else:
+            opt, sched = self.optimizer.state_dict(), self.scheduler.state_dict()
+        return {"optimizer": copy.deepcopy(opt), "scheduler": copy.deepcopy(sched)}
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly (tensors and plain containers only)."""
         return {
@@ -573,8 +769,7 @@ class Site:
             "seed": self.seed,
             "round": self.round,
             "model": _clone_state(self.model.state_dict()),
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "scheduler": copy.deepcopy(self.scheduler.state_dict()),
+            **self._optim_state(),
             "shuffle_rng": self._gen.get_state(),
             "torch_rng": self._torch_rng.clone(),
             "cuda_rng": None if self._cuda_rng is None else self._cuda_rng.clone(),
@@ -601,8 +796,12 @@ class Site:
                                  f"{state[key]!r}, this site has {mine!r}; it belongs to "
                                  f"another site or run.")
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if self._optim is None:  # built (and loaded) on first use
+            self._pending_optim = (copy.deepcopy(state["optimizer"]),
+                                   copy.deepcopy(state["scheduler"]))
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
         self._gen.set_state(state["shuffle_rng"])
         self._torch_rng = state["torch_rng"].clone()
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
@@ -643,6 +842,14 @@ class Site:
     def __repr__(self) -> str:
         return (f"Site({self.name!r}, {self.n_train} train / {len(self.data.valid)} valid / "
                 f"{len(self.data.test)} test trials, round {self.round}/{self.rounds})")
+
+
+def _check_prox_mu(value: Any, owner: str) -> float:
+    validate_type(value, "numeric", "prox_mu", owner=owner)
+    if not (math.isfinite(float(value)) and float(value) >= 0):
+        raise ValueError(f"The 'prox_mu' parameter of {owner} must be a finite number >= 0. "
+                         f"Got {value!r} instead.")
+    return float(value)
 
 
 def _resolve_device(device: Any) -> torch.device:

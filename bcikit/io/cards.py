@@ -51,6 +51,11 @@ Card schema
     ``rename``: ``"none"`` (default), ``"strip_dots"`` (BCI2000 names such as ``'Fc5.'`` become
     ``'FC5'`` in standard 10-05 case) or a table ``{old = "new"}``.
     ``montage`` (str): a built-in MNE montage name (e.g. ``"standard_1005"``) to set positions.
+    ``bipolar`` (iEEG): re-reference before picking. ``"adjacent"`` forms the bipolar
+    derivations of neighbouring good contacts on each shaft
+    (:func:`bcikit.io.ieeg.bipolar_reference`); a list of ``"anode-cathode"`` names
+    (``["ROC1-ROC2", ...]``) forms exactly those derivations, in that order. Monopolar contacts
+    are dropped; ``pick`` then names bipolar channels.
 
 ``[tasks.<name>]`` (at least one)
     ``description`` (str).
@@ -122,7 +127,7 @@ _EEGBCI_SUFFIX = ("MNE-eegbci-data", "files", "eegmmidb", "1.0.0")
 _DATASET_KEYS = ("name", "modality", "description", "licence", "citation", "url", "obtain",
                  "site", "default_task", "artificial_subjects")
 _FILES_KEYS = ("root", "pattern", "subjects", "sessions", "fetcher", "format")
-_CHANNELS_KEYS = ("type", "pick", "rename", "montage")
+_CHANNELS_KEYS = ("type", "pick", "rename", "montage", "bipolar")
 _TASK_KEYS = ("description", "tmin", "tmax", "runs", "events", "groups", "classes", "baseline",
               "sessions", "resample", "classes_per_subject", "selection")
 _GLOB_CHARS = ("*", "?")
@@ -271,6 +276,7 @@ class ChannelSpec:
     pick: tuple[str, ...] | None = None
     rename: str | dict = "none"
     montage: str | None = None
+    bipolar: str | tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -502,7 +508,7 @@ class DatasetCard:
             "card": self.name,
             "card_sha256": hashlib.sha256(self.path.read_bytes()).hexdigest(),
             "task": _jsonable(asdict(spec)),
-            "channels": _jsonable(asdict(self.channels)),
+            "channels": _channels_key(self.channels),
             "subjects": [str(s) for s in subject_list],
             "sessions": None if self.sessions is None else [str(s) for s in self.sessions],
             "pattern": self.pattern,
@@ -568,7 +574,28 @@ class DatasetCard:
             except ValueError as err:
                 raise ValueError(self._err("channels", f"montage {spec.montage!r} does not fit "
                                            f"{_name_of(raw)}: {err}")) from err
+        if spec.bipolar is not None:
+            raw = self._bipolar(raw)
         return raw
+
+    def _bipolar(self, raw):
+        """The ``[channels] bipolar`` derivations of ``raw`` (a new recording)."""
+        from .ieeg import bipolar_reference
+
+        spec = self.channels
+        if spec.bipolar == "adjacent":
+            try:
+                return bipolar_reference(raw, verbose="error")
+            except ValueError as err:
+                raise ValueError(self._err("channels", f"bipolar 'adjacent' on "
+                                           f"{_name_of(raw)}: {err}")) from err
+        pairs = [tuple(name.split("-")) for name in spec.bipolar]
+        absent = sorted({c for pair in pairs for c in pair if c not in raw.ch_names})
+        if absent:
+            raise ValueError(self._err("channels", f"bipolar names contacts {absent} that "
+                                       f"{_name_of(raw)} does not have (it has "
+                                       f"{_short(raw.ch_names)})."))
+        return bipolar_reference(raw, pairs=pairs, verbose="error")
 
     def _picks(self, raw) -> list[str]:
         spec = self.channels
@@ -646,7 +673,7 @@ class DatasetCard:
         counts: dict[int, int] = {}
         for rec in progress(recs, desc=f"{self.name}: reading", verbose=verbose):
             raw = self._read(rec.path, ch_type, verbose)
-            self._prepare_raw(raw)
+            raw = self._prepare_raw(raw)
             self._resample(raw, spec, verbose)
             groups = (list(enumerate(spec.groups)) if rec.group < 0
                       else [(rec.group, spec.groups[rec.group])])
@@ -685,7 +712,7 @@ class DatasetCard:
             for session, runs in sessions.items():
                 for run, raw in runs.items():
                     raw = _with_moabb_annotations(raw, event_id, interval)
-                    self._prepare_raw(raw)
+                    raw = self._prepare_raw(raw)
                     self._resample(raw, spec, verbose)
                     for gi, group in enumerate(spec.groups):
                         if group.runs is not None and not any(_same_id(r, run)
@@ -1083,7 +1110,9 @@ def load_card(path: str | os.PathLike) -> DatasetCard:
         else:
             rename = c.string(ch, "rename", "channels", choices=RENAME_RULES)
     montage = c.string(ch, "montage", "channels")
-    channels = ChannelSpec(type=ch_type, pick=pick, rename=rename, montage=montage)
+    bipolar = _bipolar_spec(c, ch)
+    channels = ChannelSpec(type=ch_type, pick=pick, rename=rename, montage=montage,
+                           bipolar=bipolar)
 
     tasks_raw = c.table(data, "tasks", "", required=modality != "fmri")
     tasks: dict[str, TaskSpec] = {}
@@ -1173,6 +1202,36 @@ def load_card(path: str | os.PathLike) -> DatasetCard:
                        fetcher=fetcher, site=site, default_task=default_task, format=fmt,
                        artificial_subjects=tuple(artificial), regions=regions,
                        selections=selections, reader_options=reader_options, **texts)
+
+
+def _bipolar_spec(c: _Card, ch: Mapping) -> str | tuple[str, ...] | None:
+    """``[channels] bipolar``: ``"adjacent"`` or a list of ``"anode-cathode"`` names."""
+    if "bipolar" not in ch:
+        return None
+    value = ch["bipolar"]
+    if isinstance(value, str):
+        if value != "adjacent":
+            c.fail("channels", f"bipolar must be 'adjacent' or a list of 'anode-cathode' names; "
+                               f"got {value!r}")
+        return value
+    names = c.str_list(ch, "bipolar", "channels")
+    bad = [n for n in names if n.count("-") != 1 or not all(n.split("-"))]
+    if bad:
+        c.fail("channels", f"bipolar entries must read 'anode-cathode' with one '-' "
+                           f"(e.g. 'ROC1-ROC2'); got {bad}")
+    same = [n for n in names if n.split("-")[0] == n.split("-")[1]]
+    if same:
+        c.fail("channels", f"bipolar entries need two different contacts; got {same}")
+    return names
+
+
+def _channels_key(spec: ChannelSpec) -> dict:
+    """The ``[channels]`` part of the cache key (``bipolar`` only when set, so that the keys of
+    cards without it are unchanged)."""
+    out = _jsonable(asdict(spec))
+    if out.get("bipolar") is None:
+        out.pop("bipolar", None)
+    return out
 
 
 def _reader_options(c: _Card, data: Mapping, fmt: str | None) -> dict:

@@ -685,6 +685,7 @@ def _loaded_copy(raw):
 
 def bipolar_reference(raw: "mne.io.BaseRaw", *, electrodes: Any = None, max_gap: int = 1,
                       ch_types: Sequence[str] = IEEG_TYPES,
+                      pairs: Sequence[tuple[str, str]] | None = None,
                       verbose: bool | str | None = None) -> "mne.io.BaseRaw":
     """Bipolar derivations between neighbouring contacts of each shaft.
 
@@ -713,6 +714,10 @@ def bipolar_reference(raw: "mne.io.BaseRaw", *, electrodes: Any = None, max_gap:
         Largest contact-number difference that still forms a pair.
     ch_types : sequence of str
         Channel types that are contacts.
+    pairs : sequence of (anode, cathode) or None
+        Form exactly these derivations, in this order, instead of the neighbour rule (e.g. to
+        leave out pairs that straddle a gap between contact groups); ``electrodes`` and
+        ``max_gap`` are then unused. Every contact must be a good channel of ``ch_types``.
     verbose : bool, str or None
         Logging level for this call.
 
@@ -724,7 +729,8 @@ def bipolar_reference(raw: "mne.io.BaseRaw", *, electrodes: Any = None, max_gap:
     Raises
     ------
     ValueError
-        When channels are already bipolar, contact numbers repeat on a shaft, or no pair forms.
+        When channels are already bipolar, contact numbers repeat on a shaft, or no pair forms;
+        with ``pairs``: a contact that is absent, bad, of another type, or repeated pairs.
     """
     import mne
 
@@ -736,22 +742,25 @@ def bipolar_reference(raw: "mne.io.BaseRaw", *, electrodes: Any = None, max_gap:
     types = dict(zip(raw.ch_names, raw.get_channel_types()))
     contacts = [ch for ch in raw.ch_names if types[ch] in ch_types]
     good = [ch for ch in contacts if ch not in raw.info["bads"]]
-    shafts = _shafts(raw, good, electrodes, "bipolar_reference")
-    anodes, cathodes = [], []
-    for items in shafts.values():
-        numbered = [(c, ch) for c, ch in items if c >= 0]
-        for (c1, a), (c2, k) in zip(numbered[:-1], numbered[1:]):
-            if c2 - c1 <= max_gap and types[a] == types[k]:
-                anodes.append(a)
-                cathodes.append(k)
-    if not anodes:
-        raise ValueError(f"bipolar_reference found no neighbouring good contacts among "
-                         f"{len(good)} channel(s) of types {list(ch_types)} (shafts: "
-                         f"{sorted(shafts)[:10]}).")
-    # order pairs as their anodes appear in the recording
-    order = sorted(range(len(anodes)), key=lambda i: raw.ch_names.index(anodes[i]))
-    anodes = [anodes[i] for i in order]
-    cathodes = [cathodes[i] for i in order]
+    if pairs is not None:
+        anodes, cathodes = _explicit_pairs(pairs, good, types)
+    else:
+        shafts = _shafts(raw, good, electrodes, "bipolar_reference")
+        anodes, cathodes = [], []
+        for items in shafts.values():
+            numbered = [(c, ch) for c, ch in items if c >= 0]
+            for (c1, a), (c2, k) in zip(numbered[:-1], numbered[1:]):
+                if c2 - c1 <= max_gap and types[a] == types[k]:
+                    anodes.append(a)
+                    cathodes.append(k)
+        if not anodes:
+            raise ValueError(f"bipolar_reference found no neighbouring good contacts among "
+                             f"{len(good)} channel(s) of types {list(ch_types)} (shafts: "
+                             f"{sorted(shafts)[:10]}).")
+        # order pairs as their anodes appear in the recording
+        order = sorted(range(len(anodes)), key=lambda i: raw.ch_names.index(anodes[i]))
+        anodes = [anodes[i] for i in order]
+        cathodes = [cathodes[i] for i in order]
     names = [f"{a}-{k}" for a, k in zip(anodes, cathodes)]
     idx = {ch: i for i, ch in enumerate(raw.ch_names)}
     ch_info = []
@@ -773,6 +782,36 @@ def bipolar_reference(raw: "mne.io.BaseRaw", *, electrodes: Any = None, max_gap:
     out.info["bads"] = [b for b in out.info["bads"] if b in out.ch_names]
     logger.info("bipolar_reference: %d derivation(s) from %d contact(s)", len(names), len(good))
     return out
+
+
+def _explicit_pairs(pairs: Any, good: list[str], types: Mapping[str, str]
+                    ) -> tuple[list[str], list[str]]:
+    """Check the ``pairs`` of :func:`bipolar_reference`; return anodes and cathodes."""
+    validate_type(pairs, (list, tuple), "pairs", owner="bipolar_reference")
+    if not pairs:
+        raise ValueError("The 'pairs' parameter of bipolar_reference is empty.")
+    anodes, cathodes = [], []
+    for pair in pairs:
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                or not all(isinstance(c, str) for c in pair) or pair[0] == pair[1]):
+            raise ValueError(f"The 'pairs' parameter of bipolar_reference must hold (anode, "
+                             f"cathode) pairs of two different channel names. Got {pair!r}.")
+        for c in pair:
+            if c not in types:
+                raise ValueError(f"bipolar_reference: pair {tuple(pair)} names {c!r}, which "
+                                 f"the recording does not have.")
+            if c not in good:
+                raise ValueError(f"bipolar_reference: pair {tuple(pair)} names {c!r}, which is "
+                                 f"bad or not an intracranial contact (type {types[c]!r}).")
+        if _is_bipolar_name(pair[0]) or _is_bipolar_name(pair[1]):
+            raise ValueError(f"bipolar_reference: pair {tuple(pair)} names a bipolar "
+                             "derivation; pairs need monopolar contacts.")
+        anodes.append(pair[0])
+        cathodes.append(pair[1])
+    names = [f"{a}-{k}" for a, k in zip(anodes, cathodes)]
+    if len(set(names)) != len(names):
+        raise ValueError(f"The 'pairs' parameter of bipolar_reference repeats a pair: {names}.")
+    return anodes, cathodes
 
 
 def shaft_car(raw: "mne.io.BaseRaw", *, electrodes: Any = None,

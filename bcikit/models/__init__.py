@@ -4,7 +4,8 @@
 
 * a bcikit model registered with :func:`register_model` (the method pipelines' networks),
 * any braindecode model by class name (``ShallowFBCSPNet``, ``EEGNet``, ``EEGConformer``, ``IFNet`` ...),
-* a classical baseline (``csp_lda``, ``ts_lr``): a scikit-learn pipeline on ``(n, C, T)`` arrays.
+* a classical baseline (``csp_lda``, ``ts_lr``, ``HighGammaLDA``): a scikit-learn estimator on
+  ``(n, C, T)`` arrays.
 
 Torch and braindecode are imported only when a network is asked for.
 """
@@ -22,7 +23,9 @@ _MODULES = {"MVCNet": "bcikit.models.mvcnet", "MVCNetStem": "bcikit.models.mvcne
             "DuIN": "bcikit.models.duin", "DuINVQVAE": "bcikit.models.duin",
             "DuINMAE": "bcikit.models.duin",
             "CNNBiGRU": "bcikit.models.cnn_bigru"}
-CLASSICAL = ("csp_lda", "ts_lr")
+CLASSICAL = ("csp_lda", "ts_lr", "HighGammaLDA")
+# classical estimators that are classes taking the sampling rate (``sfreq``) of the data
+_CLASSICAL_CLASSES = {"HighGammaLDA": "bcikit.data.channel_selection"}
 SIGNAL_PARAMS = ("n_chans", "n_outputs", "n_times", "sfreq", "chs_info", "classes")
 
 
@@ -91,6 +94,18 @@ def get_model(name: str, *, n_chans: int | None = None, n_outputs: int | None = 
         For an unknown name (listing close matches) or a parameter the model does not take.
     """
     if is_classical(name):
+        if name in _CLASSICAL_CLASSES:  # e.g. HighGammaLDA (Du-IN's floor baseline)
+            import importlib
+
+            cls = getattr(importlib.import_module(_CLASSICAL_CLASSES[name]), name)
+            allowed = [p for p in inspect.signature(cls).parameters if p != "self"]
+            for key in params:
+                if key not in allowed:
+                    raise ValueError(f"Unknown parameter {key!r} for baseline {name!r}; allowed: "
+                                     f"{allowed}.")
+            if sfreq is not None and "sfreq" in allowed and "sfreq" not in params:
+                params["sfreq"] = float(sfreq)
+            return cls(**params)
         from .baselines import make_baseline
 
         return make_baseline(name, **params)

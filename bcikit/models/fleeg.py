@@ -30,7 +30,7 @@ from ..utils import check_option, check_range, validate_type
 from . import register_model
 
 __all__ = ["FLEEGNet", "REFERENCE_SITES", "fleeg_geometry", "solve_geometry", "bandpass",
-           "preprocess", "N_FILTERS", "L4"]
+           "FLEEG_BAND", "preprocess", "N_FILTERS", "L4"]
 
 _OWNER = "FLEEGNet"
 #: Filters of blocks 1 to 4.
@@ -425,10 +425,14 @@ def bandpass(X: np.ndarray, sfreq: float, *, l_freq: float = 0.3, h_freq: float 
              gstop: float = 40.0) -> np.ndarray:
     """Zero-phase Chebyshev type II band-pass of epoched trials (FLEEG, spec §3).
 
-    The order comes from :func:`scipy.signal.cheb2ord` (pass band ``l_freq``-``h_freq`` with at
-    most ``gpass`` dB ripple, stop bands below ``l_stop`` and above ``h_stop`` attenuated by
-    ``gstop`` dB); the filter runs forwards and backwards (:func:`scipy.signal.sosfiltfilt`)
-    along the last axis of each trial.
+    A thin call to the filter of :class:`bcikit.data.transforms.BandPass` with
+    ``method="cheby2"`` (:func:`~bcikit.data.transforms.cheby2_sos`, then
+    :func:`~bcikit.data.transforms.cheby2_filter`) for a plain array: the order comes from
+    :func:`scipy.signal.cheb2ord` (pass band ``l_freq``-``h_freq`` with at most ``gpass`` dB
+    ripple, stop bands below ``l_stop`` and above ``h_stop`` attenuated by ``gstop`` dB); the
+    filter runs forwards and backwards along the last axis. On a TrialSet, use
+    ``BandPass(0.3, 40, method="cheby2", l_stop=0.1, h_stop=45)`` (what :func:`preprocess`
+    does).
 
     Parameters
     ----------
@@ -445,33 +449,36 @@ def bandpass(X: np.ndarray, sfreq: float, *, l_freq: float = 0.3, h_freq: float 
     ValueError
         When the band edges are not ordered below the Nyquist frequency.
     """
-    from scipy import signal
+    from ..data.transforms import cheby2_filter, cheby2_sos
 
     validate_type(sfreq, "numeric", "sfreq", owner="bandpass")
-    nyq = sfreq / 2.0
-    if not 0 < l_stop < l_freq < h_freq < h_stop < nyq:
-        raise ValueError(f"bandpass needs 0 < l_stop < l_freq < h_freq < h_stop < Nyquist; got "
-                         f"{l_stop}, {l_freq}, {h_freq}, {h_stop} Hz with sfreq {sfreq:g} Hz "
-                         f"(Nyquist {nyq:g} Hz).")
-    order, wn = signal.cheb2ord([l_freq, h_freq], [l_stop, h_stop], gpass, gstop, fs=sfreq)
-    sos = signal.cheby2(order, gstop, wn, btype="bandpass", output="sos", fs=sfreq)
-    X = np.asarray(X)
-    out = signal.sosfiltfilt(sos, X.astype(np.float64, copy=False), axis=-1)
-    return out.astype(np.float32)
+    sos = cheby2_sos(float(sfreq), l_freq, h_freq, l_stop=l_stop, h_stop=h_stop, gpass=gpass,
+                     gstop=gstop)
+    return cheby2_filter(X, sos)
+
+
+#: The FLEEG band-pass as a bcikit transform's parameters (spec §3).
+FLEEG_BAND = {"l_freq": 0.3, "h_freq": 40.0, "method": "cheby2", "l_stop": 0.1, "h_stop": 45.0,
+              "gpass": 1.0, "gstop": 40.0}
 
 
 def preprocess(ts, *, sfreq: float | None = None):
     """FLEEG preprocessing of a :class:`~bcikit.data.TrialSet`: optional resampling to
-    ``sfreq`` (:class:`bcikit.data.transforms.Resample`, polyphase), then :func:`bandpass`.
-    No alignment, no scaling.
+    ``sfreq`` (:class:`bcikit.data.transforms.Resample`, polyphase), then the Chebyshev-II
+    band-pass ``BandPass(**FLEEG_BAND)`` (:class:`bcikit.data.transforms.BandPass`,
+    ``method="cheby2"``). No alignment, no scaling. The filter has no fitted statistics (its
+    design depends on the sampling rate only), so fitting it on all of a site's trials leaks
+    nothing.
 
     Returns
     -------
     TrialSet
-        A new TrialSet (float32), ``info`` updated when resampled.
+        A new TrialSet (float32), ``info`` updated (rate, high-pass, low-pass).
     """
+    from ..data.transforms import BandPass
+
     if sfreq is not None and not math.isclose(float(sfreq), float(ts.sfreq)):
         from ..data.transforms import Resample
 
         ts = Resample(float(sfreq)).fit_transform(ts)
-    return ts.with_data(bandpass(np.asarray(ts.X), float(ts.sfreq)))
+    return BandPass(**FLEEG_BAND).fit_transform(ts)

@@ -240,6 +240,10 @@ class _Layout:
 _SHAFT_LETTERS = "ABCDEFGHKLMNOPQRSTUVWXYZ"
 
 
+#: the smallest and largest layouts _make_layout can draw (6 shafts, two of >= 10 contacts; 12 x 16)
+_MIN_CONTACTS, _MAX_CONTACTS = 2 * 10 + 4 * 5, 12 * 16
+
+
 def _make_layout(rng: np.random.Generator, n_contacts: tuple[int, int], sfreq: float) -> _Layout:
     lo, hi = n_contacts
     while True:
@@ -606,7 +610,8 @@ def make_seeg_words(n_subjects: int | None = None, *, size: str = "default",
     n_trials_per_word, n_runs, n_words, pretrain_minutes, n_contacts
         Override the preset. ``n_trials_per_word`` must be a multiple of ``n_runs`` (each run
         holds every word equally often). ``pretrain_minutes=0`` makes no pre-training data.
-        ``n_contacts=(low, high)`` bounds the monopolar contacts per subject (>= 30).
+        ``n_contacts=(low, high)`` bounds the monopolar contacts per subject (low >= 30,
+        high >= 40: the smallest layout has 40).
     snr : float
         Strength of the word-specific high-gamma modulation (``g = 2 * snr``); 0 gives null data.
     reference : {'bipolar', 'monopolar'}
@@ -659,9 +664,12 @@ def make_seeg_words(n_subjects: int | None = None, *, size: str = "default",
     check_range(float(cfg["pretrain_minutes"]), "pretrain_minutes", low=0.0, owner=owner)
     lo_hi = cfg["n_contacts"]
     if (not isinstance(lo_hi, (tuple, list)) or len(lo_hi) != 2 or not all(
-            isinstance(v, (int, np.integer)) for v in lo_hi) or not 30 <= lo_hi[0] <= lo_hi[1]):
+            isinstance(v, (int, np.integer)) for v in lo_hi) or not 30 <= lo_hi[0] <= lo_hi[1]
+            or lo_hi[1] < _MIN_CONTACTS or lo_hi[0] > _MAX_CONTACTS):
         raise ValueError(f"The 'n_contacts' parameter of {owner} must be (low, high) integers "
-                         f"with 30 <= low <= high. Got {lo_hi!r} instead.")
+                         f"with 30 <= low <= high, high >= {_MIN_CONTACTS} and low <= "
+                         f"{_MAX_CONTACTS} (a layout has 6-12 shafts of 5-16 contacts, the two "
+                         f"speech shafts at least 10). Got {lo_hi!r} instead.")
     validate_type(sfreq, "numeric", "sfreq", owner=owner)
     check_range(float(sfreq), "sfreq", low=300.0, low_inclusive=False, owner=owner)
     validate_type(chunk_size, "int", "chunk_size", owner=owner)

@@ -13,7 +13,7 @@
 5. ``run_app.sh``: ``flwr run federated`` against that SuperLink, streaming its log;
 6. every process is stopped; ``OUT/server/fleeg/fold-0/server/result.json`` holds the result.
 
-Exit status 0 when the run completed. Logs: ``OUT/logs``. This is what tests/test_flower_deploy.py
+Exit status 0 when the run completed. Logs: ``OUT/logs``. This is what tests/test_flower_app.py
 runs; on real machines each step runs where README.md says.
 """
 
@@ -51,15 +51,19 @@ def wait_port(port: int, proc: subprocess.Popen, what: str, log: Path, timeout: 
     raise RuntimeError(f"{what} did not open port {port} within {timeout:g} s; see {log}")
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+def stop_all(procs: list[subprocess.Popen], timeout: float = 15.0) -> None:
+    """SIGTERM to every process at once, then SIGKILL to those still running after
+    ``timeout`` seconds (SuperNodes and the SuperLink shut down in parallel)."""
+    live = [p for p in procs if p.poll() is None]
+    for proc in live:
+        proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in live:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def node_config(site, run_dir: Path) -> str:
@@ -111,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     env.update({"FLWR_TELEMETRY_ENABLED": "0", "FLWR_HOME": str(out / "flwr-home"),
                 "FLWR_DISABLE_UPDATE_CHECK": "1",
                 "PATH": str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")})
+    # every site shares this one machine: one compute thread per process (as Ray's simulation
+    # gives each ClientApp), not one per core in every SuperNode's ClientApp at once
+    env.setdefault("OMP_NUM_THREADS", "1")
+    # each SuperNode's SuperExec looks for new ClientApp tasks every second by default
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2")
     procs: list[subprocess.Popen] = []
     t0 = time.monotonic()
 
@@ -166,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loopback: error: {err}", file=sys.stderr)
         return 1
     finally:
-        for proc in reversed(procs):
-            stop(proc)
+        # the run is over (or failed): nothing is left to flush, so do not wait long
+        stop_all(list(reversed(procs)), timeout=5.0)
     result_path = out / "server" / "fleeg" / "fold-0" / "server" / "result.json"
     if not result_path.exists():
         print(f"loopback: error: no result at {result_path}; see {logs}", file=sys.stderr)
