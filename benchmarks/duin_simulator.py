@@ -243,19 +243,14 @@ def _overrides(spec: dict, simulate: dict, extra: list[str], path: str) -> list[
 
 
 def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {v!r} as TOML")
+    """A value as TOML text, for ``--set`` overrides (bcikit.config's writer)."""
+    from bcikit.config import _toml_value as config_toml_value
+
+    return config_toml_value(v)
 
 
 def _toml_table(d: dict) -> str:
-    return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in d.items()) + "}"
+    return _toml_value(dict(d))
 
 
 def _step_records(res, variant: str, truth) -> dict:
