@@ -37,7 +37,7 @@ import copy
 import math
 import os
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from torch import nn
 
 from ..utils import check_option, check_range, logger, validate_type
 from . import register_model
+from ._signal import resolve_n_chans
 
 __all__ = ["DuIN", "DuINVQVAE", "DuINMAE", "DuINEncoder", "SubjectLayer", "PatchTokenizer",
            "DuINTransformer", "DuINBlock", "VectorQuantizer", "TimeRegressor", "CodebookMonitor",
@@ -548,13 +549,6 @@ class TimeRegressor(nn.Module):
 # --------------------------------------------------------------------------------------------
 # shared argument handling
 # --------------------------------------------------------------------------------------------
-def _n_chans_from(chs_info: Any, owner: str) -> int:
-    if isinstance(chs_info, (str, bytes)) or not isinstance(chs_info, Sequence):
-        raise TypeError(f"The 'chs_info' parameter of {owner} must be a list of channel dicts or "
-                        f"names. Got {type(chs_info).__name__}.")
-    return len(chs_info)
-
-
 def _resolve_subjects(n_chans: Any, subjects: Any, chs_info: Any, owner: str) -> dict[str, int]:
     if subjects is not None:
         if not isinstance(subjects, Mapping) or not subjects:
@@ -571,14 +565,8 @@ def _resolve_subjects(n_chans: Any, subjects: Any, chs_info: Any, owner: str) ->
                              f"subject's channel count ({max(out.values())}) when 'subjects' is "
                              "given (trials of narrower subjects are zero-padded).")
         return out
-    if n_chans is None:
-        if chs_info is None:
-            raise ValueError(f"{owner} needs the number of channels: pass n_chans, chs_info or "
-                             "subjects.")
-        n_chans = _n_chans_from(chs_info, owner)
-    validate_type(n_chans, "int", "n_chans", owner=owner)
-    check_range(n_chans, "n_chans", low=1, owner=owner)
-    return {"0": int(n_chans)}
+    return {"0": resolve_n_chans(n_chans, chs_info, owner,
+                                 alternatives="n_chans, chs_info or subjects")}
 
 
 def _check_signal(n_times: Any, sfreq: Any, owner: str) -> tuple[int, float | None]:

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..utils import check_option, check_range, validate_type
 from . import register_model
+from ._signal import resolve_n_chans
 
 __all__ = ["FLEEGNet", "REFERENCE_SITES", "fleeg_geometry", "solve_geometry", "bandpass",
            "FLEEG_BAND", "preprocess", "N_FILTERS", "L4"]
@@ -214,15 +215,6 @@ def fleeg_geometry(n_times: int, sfreq: float | None = None, *, stem_geometry: s
     return kernels, pools, lengths
 
 
-def _ch_count(chs_info: Any) -> int:
-    if hasattr(chs_info, "ch_names"):
-        return len(chs_info["ch_names"])
-    if isinstance(chs_info, (str, bytes)) or not isinstance(chs_info, Sequence):
-        raise TypeError(f"The 'chs_info' parameter of {_OWNER} must be a list of channel dicts "
-                        f"or names. Got {type(chs_info).__name__}.")
-    return len(chs_info)
-
-
 @register_model("FLEEGNet")
 class FLEEGNet(nn.Module):
     """The FLEEG DeepConvNet variant with per-site stems and a shared deep block and head.
@@ -302,12 +294,7 @@ class FLEEGNet(nn.Module):
                  drop_prob: float = 0.5, site: str | None = None):
         super().__init__()
         o = _OWNER
-        if n_chans is None:
-            if chs_info is None:
-                raise ValueError(f"{o} needs the number of channels: pass n_chans or chs_info.")
-            n_chans = _ch_count(chs_info)
-        validate_type(n_chans, "int", "n_chans", owner=o)
-        check_range(n_chans, "n_chans", low=1, owner=o)
+        n_chans = resolve_n_chans(n_chans, chs_info, o)
         if n_outputs is None:
             raise ValueError(f"{o} needs the number of classes: pass n_outputs.")
         validate_type(n_outputs, "int", "n_outputs", owner=o)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -27,6 +27,7 @@ from ..data.augmentations import VIEWS, View, make_view, mirror_label_map, mirro
 from ..train.losses import nt_xent
 from ..utils import check_option, check_range, logger, validate_type
 from . import register_model
+from ._signal import channel_names, resolve_n_chans
 
 __all__ = ["MVCNet", "MVCNetDeployed", "N_FILTERS", "KERNEL_SIZE"]
 
@@ -39,23 +40,6 @@ KERNEL_SIZE = 63
 DEFAULT_VIEWS = ("flip", "fshift", "cr")
 #: Default views otherwise (as the co-author port does).
 FALLBACK_VIEWS = ("flip", "fshift")
-
-
-def _ch_names_from(chs_info: Any) -> list[str]:
-    if isinstance(chs_info, (str, bytes)) or not isinstance(chs_info, Sequence):
-        raise TypeError(f"The 'chs_info' parameter of {_OWNER} must be a list of channel dicts "
-                        "with a 'ch_name' key (mne.Info['chs']) or of channel names. Got "
-                        f"{type(chs_info).__name__}.")
-    names = []
-    for i, ch in enumerate(chs_info):
-        if isinstance(ch, str):
-            names.append(ch)
-        elif isinstance(ch, Mapping) and isinstance(ch.get("ch_name"), str):
-            names.append(ch["ch_name"])
-        else:
-            raise TypeError(f"The 'chs_info' parameter of {_OWNER} must hold dicts with a "
-                            f"'ch_name' key or str; entry {i} is {ch!r:.60}.")
-    return names
 
 
 def _ifnet_stem(n_chans: int, pool_size: int) -> nn.Sequential:
@@ -200,16 +184,8 @@ class MVCNet(nn.Module):
         super().__init__()
         o = _OWNER
         # ---- signal parameters
-        ch_names = _ch_names_from(chs_info) if chs_info is not None else None
-        if n_chans is None:
-            if ch_names is None:
-                raise ValueError(f"{o} needs the number of channels: pass n_chans or chs_info.")
-            n_chans = len(ch_names)
-        validate_type(n_chans, "int", "n_chans", owner=o)
-        check_range(n_chans, "n_chans", low=1, owner=o)
-        if ch_names is not None and len(ch_names) != n_chans:
-            raise ValueError(f"The 'chs_info' parameter of {o} describes {len(ch_names)} "
-                             f"channels but n_chans is {n_chans}.")
+        n_chans = resolve_n_chans(n_chans, chs_info, o)
+        ch_names = channel_names(chs_info, o) if chs_info is not None else None
         if classes is not None:
             classes = self._check_classes(classes)
         if n_outputs is None:
@@ -483,10 +459,7 @@ class MVCNetStem(nn.Module):
                  *, pool_size: int | None = None):
         super().__init__()
         o = "MVCNetStem"
-        if n_chans is None:
-            if chs_info is None:
-                raise ValueError(f"{o} needs the number of channels: pass n_chans or chs_info.")
-            n_chans = len(_ch_names_from(chs_info))
+        n_chans = resolve_n_chans(n_chans, chs_info, o)
         for name, value in (("n_chans", n_chans), ("n_outputs", n_outputs), ("n_times", n_times)):
             if value is None:
                 raise ValueError(f"{o} needs {name}.")
