@@ -330,6 +330,31 @@ def network_guard() -> Iterator[list[str]]:
 
 
 # ------------------------------------------------------------------------------------- printing
+README = REPO / "benchmarks" / "README.md"
+
+
+def update_readme_block(name: str, text: str, *, readme: Path = README) -> None:
+    """Replace what stands between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in
+    ``benchmarks/README.md`` by ``text``; the rest of the file is kept as it is.
+
+    Raises
+    ------
+    FileNotFoundError
+        The README is absent.
+    ValueError
+        It lacks either marker (nothing is written).
+    """
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if not readme.is_file():
+        raise FileNotFoundError(f"{str(readme)!r} does not exist; cannot update its {name} block.")
+    content = readme.read_text()
+    if begin not in content or end not in content:
+        raise ValueError(f"{str(readme)!r} lacks the markers {begin} ... {end}.")
+    head, rest = content.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+
+
 def format_table(rows: list[list[str]], header: list[str]) -> str:
     """A GitHub-flavoured Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]

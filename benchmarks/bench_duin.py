@@ -280,9 +280,6 @@ def run_case(args: argparse.Namespace, stage: str, precision: str) -> dict[str, 
     return res
 
 
-README = C.REPO / "benchmarks" / "README.md"
-README_BEGIN = "<!-- duin-speed:begin -->"
-README_END = "<!-- duin-speed:end -->"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -321,17 +318,6 @@ def markdown(results: dict[str, Any]) -> str:
     return head + "\n\n" + table
 
 
-def update_readme(table: str, device: str) -> None:
-    begin = README_BEGIN.replace("speed", f"speed-{device}")
-    end = README_END.replace("speed", f"speed-{device}")
-    text = README.read_text()
-    if begin not in text or end not in text:
-        raise ValueError(f"{str(README)!r} lacks the markers {begin} ... {end}.")
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    README.write_text(f"{head}{begin}\n{table}\n{end}{tail}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args._worker is not None:
@@ -341,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         table = markdown(results)
         print(table)
         if args.update_readme:
-            update_readme(table, results["settings"]["device"])
+            C.update_readme_block(f"duin-speed-{results['settings']['device']}", table)
         return 0
     if args.out.exists() and not args.overwrite:
         raise SystemExit(f"{args.out} already exists; pass --overwrite to replace it.")
@@ -377,8 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"\nwrote {path}")
     if args.update_readme:
-        update_readme(table, args.device)
-        print(f"updated {README}")
+        C.update_readme_block(f"duin-speed-{args.device}", table)
+        print(f"updated {C.README}")
     return 1 if any("error" in c for c in cases) else 0
 
 

@@ -54,9 +54,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-README = C.REPO / "benchmarks" / "README.md"
-README_BEGIN = "<!-- bench_encoding:begin -->"
-README_END = "<!-- bench_encoding:end -->"
 HARNESS = {"events": 6070, "features": 768, "targets": 24974, "alphas": 7, "folds": 5}
 
 
@@ -360,15 +357,6 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(table: str) -> None:
-    text = README.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise ValueError(f"{str(README)!r} lacks the markers {README_BEGIN} ... {README_END}.")
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    README.write_text(f"{head}{README_BEGIN}\n{table}\n{README_END}{tail}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.table_from is not None:
@@ -397,8 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table)
     if args.update_readme:
-        update_readme(table)
-        print(f"updated {README}")
+        C.update_readme_block("bench_encoding", table)
+        print(f"updated {C.README}")
     return 0
 
 

@@ -49,11 +49,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, RESULTS, environment, format_table, write_json  # noqa: E402
+from _common import (REPO, RESULTS, environment, format_table,  # noqa: E402
+                     update_readme_block, write_json)
 
-README = REPO / "benchmarks" / "README.md"
-README_BEGIN = "<!-- bench_federated:begin -->"
-README_END = "<!-- bench_federated:end -->"
 SECTIONS = ("overhead", "upload", "sites20", "dp", "deploy")
 
 
@@ -339,18 +337,6 @@ def tables(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(text: str) -> None:
-    content = README.read_text()
-    block = f"{README_BEGIN}\n{text}\n{README_END}"
-    if README_BEGIN in content:
-        head, rest = content.split(README_BEGIN, 1)
-        _, tail = rest.split(README_END, 1)
-        content = head + block + tail
-    else:
-        content = content.rstrip("\n") + "\n\n" + block + "\n"
-    README.write_text(content)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", default="overhead,upload,sites20,dp",
@@ -379,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         text = tables(payload)
         print(text)
         if args.update_readme:
-            update_readme(text)
+            update_readme_block("bench_federated", text)
         return 0
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     bad = sorted(set(only) - set(SECTIONS))
@@ -413,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     text = tables(payload)
     print(text)
     if args.update_readme:
-        update_readme(text)
+        update_readme_block("bench_federated", text)
     print(f"results: {out}")
     return 0
 

@@ -61,9 +61,6 @@ import _common as C  # noqa: E402
 
 CARD = C.REPO / "datasets" / "realdata_eegmmidb_S001.toml"
 DEFAULT_OUT = C.RESULTS / "loading.json"
-README = C.REPO / "benchmarks" / "README.md"
-README_BEGIN = "<!-- bench_loading:begin -->"
-README_END = "<!-- bench_loading:end -->"
 SUBJECT = 1
 
 #: Card task -> how MOABB's PhysionetMI names its classes and which of its run lists to keep.
@@ -375,26 +372,14 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(table: str) -> None:
-    if not README.is_file():
-        raise FileNotFoundError(f"{str(README)!r} does not exist; cannot update its table.")
-    text = README.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise ValueError(f"{str(README)!r} lacks the markers {README_BEGIN} ... {README_END} "
-                         "around the loading results.")
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    README.write_text(f"{head}{README_BEGIN}\n{table}\n{README_END}{tail}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.table_from is not None:
         table = markdown(json.loads(args.table_from.read_text()))
         print(table)
         if args.update_readme:
-            update_readme(table)
-            print(f"updated {README}")
+            C.update_readme_block("bench_loading", table)
+            print(f"updated {C.README}")
         return 0
     runs_needed = sorted({r for t in args.tasks for r in (
         ([4, 8, 12] if MOABB_TASKS[t]["hand_runs"] else [])
@@ -462,8 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"\nwrote {path}")
     if args.update_readme:
-        update_readme(table)
-        print(f"updated {README}")
+        C.update_readme_block("bench_loading", table)
+        print(f"updated {C.README}")
     return 0
 
 

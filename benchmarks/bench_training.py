@@ -36,7 +36,10 @@ model is built once (``torch.manual_seed(seed)``) and its initial ``state_dict``
 workers, which check its SHA-256 before training (the subprocess form of "build once, deepcopy
 into both").
 
-What each side does every epoch (kept equivalent on purpose; see the README):
+What each side does every epoch (kept equivalent on purpose; see the README). ``bcikit`` is
+the Trainer with its default ``fast_kernels='auto'`` (equivalent conv1d kernels and reuse of
+freed host memory during ``fit``), ``bcikit_plain`` the same Trainer with ``fast_kernels=False``;
+braindecode's side always trains the unmodified module with torch's own kernels.
 
 bcikit ``Trainer(model, epochs, batch_size, lr, optimizer='adamw', weight_decay,
 device='cpu', precision='fp32', seed, verbose=False)``
@@ -93,11 +96,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 DEFAULT_OUT = C.RESULTS / "training.json"
-README = C.REPO / "benchmarks" / "README.md"
-README_BEGIN = "<!-- bench_training:begin -->"
-README_END = "<!-- bench_training:end -->"
 DEFAULT_MODELS = ("ShallowFBCSPNet", "EEGNet")
-SIDES = ("bcikit", "braindecode")
+#: ``bcikit``: the Trainer as users get it (``fast_kernels='auto'``, on for the CPU);
+#: ``bcikit_plain``: the same Trainer with ``fast_kernels=False`` (torch's own kernels and
+#: allocator settings, i.e. the Trainer before the substitution existed).
+SIDES = ("bcikit", "braindecode", "bcikit_plain")
+PLAIN = "bcikit_plain"
 #: The optional third side: bcikit imported from ``--baseline`` (an earlier version).
 BASELINE = "bcikit_baseline"
 
@@ -321,11 +325,13 @@ def worker_main(spec_path: Path) -> int:
     rss_before = _rss_mb()
     maxrss_before = _maxrss_mb()
 
-    if side in ("bcikit", BASELINE):
+    if side in ("bcikit", PLAIN, BASELINE):
+        # only bcikit_plain names fast_kernels (an older Trainer, the baseline, lacks it)
+        extra = {"fast_kernels": False} if side == PLAIN else {}
         t0, c0 = time.perf_counter(), time.process_time()
         trainer = Trainer(model, epochs=epochs, batch_size=bs, lr=spec["lr"],
                           optimizer="adamw", weight_decay=spec["weight_decay"], device="cpu",
-                          precision="fp32", seed=int(spec["seed"]), verbose=False)
+                          precision="fp32", seed=int(spec["seed"]), verbose=False, **extra)
         trainer.fit(Xtr, ytr, Xva, yva)
         fit_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
         h = trainer.history_
@@ -341,6 +347,9 @@ def worker_main(spec_path: Path) -> int:
                        Trainer._optimizer_impl(trainer.model, list(trainer.model.parameters()))
                        if hasattr(Trainer, "_optimizer_impl") else "torch default"),
                    "keep_on_device": trainer.keep_on_device_, "precision": trainer.precision_,
+                   "fast_kernels": getattr(trainer, "fast_kernels", None),
+                   "substituted_kernels": [list(t) for t in getattr(trainer, "fast_kernels_",
+                                                                    [])],
                    "epochs_run": trainer.n_epochs_run_}
         trained = trainer.model
     elif side == "braindecode":
@@ -445,6 +454,8 @@ def compare(a: str, b: str, cases: dict[str, Any], runs: dict[str, list[dict[str
 
 def _pairs(sides: tuple[str, ...]) -> list[tuple[str, str]]:
     pairs = [("bcikit", "braindecode")]
+    if PLAIN in sides:
+        pairs += [("bcikit", PLAIN), (PLAIN, "braindecode")]
     if BASELINE in sides:
         pairs += [("bcikit", BASELINE), (BASELINE, "braindecode")]
     return pairs
@@ -505,7 +516,13 @@ WORK_PER_EPOCH = {
               "kernel, which the Trainer picks on CPU and CUDA); running train loss and "
               "accuracy from the training-mode logits; validation pass in eval mode under "
               "no_grad (loss, accuracy); one history row. No progress bar, checkpoint, early "
-              "stopping or callbacks.",
+              "stopping or callbacks. fast_kernels='auto' (on for the CPU): braindecode's "
+              "CombinedConv and every Conv2d whose kernel covers one whole axis of its input "
+              "run as the equivalent conv1d during fit (same parameters and state_dict; the "
+              "original forwards are restored after fit), and glibc keeps freed memory for "
+              "reuse during fit (M_MMAP_MAX=0) instead of returning it to the kernel.",
+    "bcikit_plain": "The same Trainer with fast_kernels=False: torch's own kernels for every "
+                    "module and glibc's default allocation behaviour.",
     "braindecode": "EEGClassifier(criterion=CrossEntropyLoss, optimizer=AdamW, "
                    "train_split=predefined_split(valid), iterator_train__drop_last=False, "
                    "callbacks__print_log=None, device='cpu') plus a train_acc "
@@ -588,18 +605,6 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(table: str) -> None:
-    if not README.is_file():
-        raise FileNotFoundError(f"{str(README)!r} does not exist; cannot update its table.")
-    text = README.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise ValueError(f"{str(README)!r} lacks the markers {README_BEGIN} ... {README_END} "
-                         "around the training results.")
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    README.write_text(f"{head}{README_BEGIN}\n{table}\n{README_END}{tail}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args._worker is not None:
@@ -608,11 +613,12 @@ def main(argv: list[str] | None = None) -> int:
         table = markdown(json.loads(args.table_from.read_text()))
         print(table)
         if args.update_readme:
-            update_readme(table)
-            print(f"updated {README}")
+            C.update_readme_block("bench_training", table)
+            print(f"updated {C.README}")
         return 0
-    if args.update_readme and (not README.is_file() or README_BEGIN not in README.read_text()):
-        raise SystemExit(f"{README} lacks the marker {README_BEGIN}; not measuring.")
+    marker = "<!-- bench_training:begin -->"
+    if args.update_readme and (not C.README.is_file() or marker not in C.README.read_text()):
+        raise SystemExit(f"{C.README} lacks the marker {marker}; not measuring.")
 
     import warnings
 
@@ -670,8 +676,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"\nwrote {path}")
     if args.update_readme:
-        update_readme(table)
-        print(f"updated {README}")
+        C.update_readme_block("bench_training", table)
+        print(f"updated {C.README}")
     return 0
 
 

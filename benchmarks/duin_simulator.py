@@ -71,6 +71,9 @@ Usage::
     python benchmarks/duin_simulator.py --device cuda --jobs 6 --out OUT/duin_simulator.json
     .venv/bin/python benchmarks/duin_simulator.py --size tiny --epochs-scale 0.01 --jobs 2 \\
         --device cpu --out /tmp/duin_sim_smoke.json          # CPU smoke test, ~3 min
+    .venv/bin/python benchmarks/duin_simulator.py --size cpu --device cpu --jobs 1 --snr 2 \
+        --lfp-snr 30 --no-null --variants mae scratch hg_lda --epochs-vqvae 20 \
+        --epochs-mae 20 --epochs-classifier 20 --out OUT.json   # small CPU comparison, ~11 min
 
 GPU wall-time estimate (one H200, 16 cores, ``--jobs 6 --threads 2``, default size and
 epochs): **about 8-9 min alone on the machine**. More if other jobs share it: the lead's
@@ -136,6 +139,10 @@ SIZES: dict[str, dict[str, Any]] = {
     "small": {"n_subjects": 2, "seeds": [42, 0], "snr_grid": [1.0, 3.0], "null_subjects": 1,
               "simulate": {"size": "test", "n_words": 20, "n_trials_per_word": 8, "n_runs": 4,
                            "pretrain_minutes": 4.0}},
+    # a CPU comparison of a few minutes per subject (4 words, 16 training trials per word)
+    "cpu": {"n_subjects": 2, "seeds": [42], "snr_grid": [2.0], "null_subjects": 1,
+            "simulate": {"size": "tiny", "n_words": 4, "n_trials_per_word": 32, "n_runs": 4,
+                         "pretrain_minutes": 4.0}},
     "tiny": {"n_subjects": 1, "seeds": [42], "snr_grid": [1.0, 4.0], "null_subjects": 1,
              "simulate": {"size": "tiny", "n_words": 4, "n_trials_per_word": 3, "n_runs": 3,
                           "pretrain_minutes": 3.0}},
@@ -386,6 +393,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.add_argument(f"--epochs-{k}", type=int, default=v,
                         help=f"{k} epochs before --epochs-scale (spec: {SPEC_EPOCHS[k]})")
     ap.add_argument("--snr", type=float, default=None, help="skip the calibration, use this snr")
+    ap.add_argument("--lfp-snr", type=float, default=0.0,
+                    help="make_seeg_words(lfp_snr=...): an opt-in word-locked low-frequency "
+                         "potential (not in the spec; 0 = the spec's simulator)")
     ap.add_argument("--snr-grid", type=float, nargs="+", default=None)
     ap.add_argument("--subjects", type=int, default=None, help="number of simulated subjects")
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
@@ -450,7 +460,10 @@ def build_plan(args) -> dict[str, Any]:
     epochs = {k: max(1, int(round(getattr(args, f"epochs_{k}") * args.epochs_scale)))
               for k in DEFAULT_EPOCHS}
     subjects = {f"R{101 + i}": 101 + i for i in range(n_subjects)}
-    return {"size": args.size, "simulate": preset["simulate"], "seeds": seeds,
+    simulate = dict(preset["simulate"])
+    if args.lfp_snr:
+        simulate["lfp_snr"] = float(args.lfp_snr)
+    return {"size": args.size, "simulate": simulate, "seeds": seeds,
             "seed_runs": seed_runs, "folds": folds, "epochs": epochs, "n_runs": n_runs,
             "epochs_spec": SPEC_EPOCHS, "epochs_scale": args.epochs_scale,
             "subjects": subjects,

@@ -25,6 +25,15 @@ A batch may mix subjects: trials are zero-padded to the widest subject and the s
 each trial (its position in ``subjects``) is passed as ``subject`` (or as the Trainer's ``y`` of
 the pre-training stages).
 
+Where bcikit differs from the spec (session 4, measured on the CPU; see the class notes):
+
+* the tokenizer's batch norms keep bias-corrected running statistics
+  (:class:`RunningStatsBatchNorm1d`). Training computes exactly as before. Eval mode no longer
+  spends its first ~100 steps dividing by a variance that is still near its initial 1, which
+  is up to 1000 times too large: before, every input got the same VQ code and the same class.
+* ``DuINVQVAE(restart_dead_codes=k)`` (opt-in; default None = the spec) re-seeds codes unused
+  for ``k`` steps. Without it the EMA codebook goes stale and only a few codes stay in use.
+
 The vector quantiser is written here rather than taken from ``vector-quantize-pytorch``: that
 library's cosine codebook keeps an EMA of code sums and counts with Laplace smoothing (not the
 spec's normalised EMA of the codebook itself), has no tanh pre-projection and registers different
@@ -51,7 +60,8 @@ from . import register_model
 from ._signal import resolve_n_chans
 
 __all__ = ["DuIN", "DuINVQVAE", "DuINMAE", "DuINEncoder", "SubjectLayer", "PatchTokenizer",
-           "DuINTransformer", "DuINBlock", "VectorQuantizer", "TimeRegressor", "CodebookMonitor",
+           "RunningStatsBatchNorm1d", "DuINTransformer", "DuINBlock", "VectorQuantizer",
+           "TimeRegressor", "CodebookMonitor",
            "sinusoidal_table", "kmeans_cosine", "complementary_masks", "random_shift",
            "stage_loss", "save_duin", "load_duin", "PATCH_LEN", "D_MODEL", "D_NEURAL", "SFREQ"]
 
@@ -262,6 +272,36 @@ class SubjectLayer(nn.Module):
         return out
 
 
+class RunningStatsBatchNorm1d(nn.BatchNorm1d):
+    """``BatchNorm1d`` whose running statistics are a bias-corrected moving average.
+
+    Training mode is exactly ``nn.BatchNorm1d`` (batch statistics). Only the running
+    statistics used in eval mode differ: the ``k``-th training batch (from 1) updates them with
+    momentum ``max(momentum, 1 / k)`` instead of ``momentum``, so the first batch replaces the
+    initial ``mean = 0, var = 1`` and the first ``1 / momentum`` batches are averaged equally
+    (the bias correction of an exponential average, as in Adam); afterwards it is the usual
+    exponential average (momentum 0.1).
+
+    Why: the subject layer's trunc-normal (std 0.02) initialisation makes the first
+    convolution's output variance about 1e-3 of the (z-scored) input's. With PyTorch's plain
+    update the eval-mode variance estimate keeps ``0.9 ** k`` of its initial 1, so for the first
+    ~100 steps eval mode divides by a variance up to 1000 times too large: the tokens shrink to
+    the convolution biases and every input gives nearly the same tokens (the same VQ code, the
+    same class). Short runs (validation after every epoch, the held-out codebook usage of a
+    pre-training of a few hundred steps) then measure an input-independent model that training
+    mode never was. The parameters, the buffers and the training-mode computation are those of
+    ``nn.BatchNorm1d`` (the spec's BN), so checkpoints and parameter counts are unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.track_running_stats:
+            base = getattr(self, "_base_momentum", None)
+            if base is None:
+                base = self._base_momentum = 0.1 if self.momentum is None else self.momentum
+            self.momentum = max(float(base), 1.0 / (int(self.num_batches_tracked) + 1))
+        return super().forward(x)
+
+
 class PatchTokenizer(nn.Module):
     """Linear patch embedding: 100-sample patches of the 16-d signal -> 160-d tokens.
 
@@ -269,7 +309,8 @@ class PatchTokenizer(nn.Module):
     ``Conv1d(128, 128, 3, padding 1)`` + BN -> ``Conv1d(128, 16, 3, padding 1)`` + BN, no
     activations by default (``activation="gelu"`` adds a GELU after each batch norm), then the
     ``(10 steps, 16 filters)`` output is flattened time-major to 160. Convolutions keep PyTorch's
-    default initialisation; batch norms weight 1, bias 0.
+    default initialisation; batch norms weight 1, bias 0, with bias-corrected running statistics
+    (:class:`RunningStatsBatchNorm1d`; the training-mode computation is plain batch norm).
     """
 
     def __init__(self, d_neural: int = D_NEURAL, patch_len: int = PATCH_LEN,
@@ -283,7 +324,7 @@ class PatchTokenizer(nn.Module):
         for i, (f, k, s) in enumerate(zip(TOKENIZER_FILTERS, TOKENIZER_KERNELS,
                                           TOKENIZER_STRIDES), start=1):
             layers.append((f"conv{i}", nn.Conv1d(cin, f, k, stride=s, padding=(k - 1) // 2)))
-            layers.append((f"bn{i}", nn.BatchNorm1d(f)))
+            layers.append((f"bn{i}", RunningStatsBatchNorm1d(f)))
             if activation == "gelu":
                 layers.append((f"act{i}", nn.GELU()))
             cin = f
@@ -415,16 +456,41 @@ class VectorQuantizer(nn.Module):
       of code ``k``: ``cluster_size = d * cluster_size + (1 - d) * n``, and for every code with
       ``n_k > 0``: ``codebook_k = l2norm(d * codebook_k + (1 - d) * m_k)`` (``d`` = decay
       0.99); codes not used in the batch are unchanged (counts and sums are summed over
-      processes first). Dead codes are never restarted.
+      processes first). Dead codes are never restarted (the spec), unless ``restart_after``
+      is set (a bcikit option, see below).
+
+    ``restart_after`` (default None = the spec): a code that no token (of any process) has
+    chosen for ``restart_after`` consecutive training steps is re-seeded with the ``z_e`` of a
+    random token of the current batch (drawn on rank 0 and broadcast). **Not in the spec**
+    (``specs/duin.md`` §2.2: "dead codes are logged, not restarted"). Why it exists: the EMA
+    moves only the codes in use, by 1 % per step, while early training moves ``z_e`` much faster
+    (Adam steps on the std-0.02 pre-projection); the codes that k-means placed on the first
+    batch are soon far from every ``z_e`` and are never chosen again. Measured on crops made of
+    8 known 100 ms patterns (session 4): the encoder kept the patterns apart (cosine 1.0 within
+    a pattern, about 0 between), but the cosine of ``z_e`` to its nearest code fell from 0.97 to
+    0.54 in 80 steps and only 3 of 16 codes stayed in use. With ``restart_after=5``, 11 of 16
+    codes were in use and the nearest-code cosine stayed at 0.98. A lr warm-up alone did not help.
+    The step counter is not saved (a resumed run starts it at 0); :attr:`n_restarted` counts
+    the restarts.
 
     Buffers (saved): ``codebook``, ``cluster_size`` (the EMA counts) and ``initialised``.
     """
 
     def __init__(self, d_model: int = D_MODEL, n_codes: int = 2048, d_code: int = 64, *,
-                 decay: float = 0.99, beta: float = 1.0, kmeans_iters: int = 10):
+                 decay: float = 0.99, beta: float = 1.0, kmeans_iters: int = 10,
+                 restart_after: int | None = None):
         super().__init__()
         self.n_codes, self.d_code = int(n_codes), int(d_code)
         self.decay, self.beta, self.kmeans_iters = float(decay), float(beta), int(kmeans_iters)
+        validate_type(restart_after, ("int", None), "restart_after", owner="VectorQuantizer")
+        if restart_after is not None:
+            check_range(restart_after, "restart_after", low=1, owner="VectorQuantizer")
+        self.restart_after = None if restart_after is None else int(restart_after)
+        # steps since each code was last chosen (a plain tensor, not a buffer: the official
+        # parameter count includes the quantiser's buffers)
+        self._unused: torch.Tensor | None = None
+        #: number of codes re-seeded so far (``restart_after``)
+        self.n_restarted = 0
         self.proj_in = nn.Sequential(OrderedDict([
             ("fc1", nn.Linear(d_model, d_model)), ("tanh", nn.Tanh()),
             ("fc2", nn.Linear(d_model, d_code))]))
@@ -479,6 +545,31 @@ class VectorQuantizer(nn.Module):
         means = l2norm(sums / counts.clamp_min(1.0)[:, None])
         updated = l2norm(d * self.codebook + (1.0 - d) * means)
         self.codebook.copy_(torch.where(used[:, None], updated, self.codebook))
+        if self.restart_after is not None:
+            self._restart_unused(z_e, used)
+
+    @torch.no_grad()
+    def _restart_unused(self, z_e: torch.Tensor, used: torch.Tensor) -> None:
+        """Re-seed the codes unused for ``restart_after`` steps (``used``: summed over processes,
+        so every process finds the same codes)."""
+        if self._unused is None or self._unused.device != used.device:
+            self._unused = torch.zeros(self.n_codes, dtype=torch.long, device=used.device)
+        self._unused = torch.where(used, torch.zeros_like(self._unused), self._unused + 1)
+        dead = (self._unused >= self.restart_after).nonzero(as_tuple=True)[0]
+        if dead.numel() == 0:
+            return
+        dist = torch.distributed
+        distributed = dist.is_available() and dist.is_initialized()
+        if not distributed or dist.get_rank() == 0:
+            pick = torch.randint(0, z_e.shape[0], (dead.numel(),), device="cpu").to(z_e.device)
+            new = l2norm(z_e[pick])
+        else:
+            new = torch.empty(dead.numel(), self.d_code, dtype=z_e.dtype, device=z_e.device)
+        if distributed:
+            dist.broadcast(new, 0)
+        self.codebook[dead] = new.to(self.codebook.dtype)
+        self._unused[dead] = 0
+        self.n_restarted += int(dead.numel())
 
     def dead_codes(self, threshold: float = 1e-3) -> int:
         """Number of codes whose EMA count is below ``threshold``."""
@@ -702,6 +793,10 @@ class DuINVQVAE(_DuINBase):
         Encoder (8) and decoder (4) depth.
     dropout : float
         Attention-weight and FFN-hidden dropout (0.2).
+    restart_dead_codes : int or None
+        None (the spec): dead codes are only logged. An integer ``k``: a code unused for ``k``
+        consecutive training steps is re-seeded from a random token's ``z_e`` (not in the spec;
+        see :class:`VectorQuantizer` for why and what it changed on data with known structure).
 
     Attributes
     ----------
@@ -727,7 +822,7 @@ class DuINVQVAE(_DuINBase):
                  tokenizer_activation: str | None = None, n_codes: int = 2048,
                  d_code: int = 64, decay: float = 0.99, beta: float = 1.0,
                  kmeans_iters: int = 10, n_blocks: int = 8, n_decoder_blocks: int = 4,
-                 dropout: float = 0.2):
+                 dropout: float = 0.2, restart_dead_codes: int | None = None):
         super().__init__()
         o = self._OWNER
         subj = _resolve_subjects(n_chans, subjects, chs_info, o)
@@ -742,17 +837,23 @@ class DuINVQVAE(_DuINBase):
         check_range(decay, "decay", low=0.0, high=1.0, high_inclusive=False, owner=o)
         validate_type(beta, "numeric", "beta", owner=o)
         check_range(beta, "beta", low=0.0, owner=o)
+        validate_type(restart_dead_codes, ("int", None), "restart_dead_codes", owner=o)
+        if restart_dead_codes is not None:
+            check_range(restart_dead_codes, "restart_dead_codes", low=1, owner=o)
         self.n_times, self.sfreq = n_times, sfreq
         self.config = {"subjects": dict(subj), "n_times": n_times, "sfreq": sfreq,
                        "tokenizer_activation": tokenizer_activation, "n_codes": int(n_codes),
                        "d_code": int(d_code), "decay": float(decay), "beta": float(beta),
                        "kmeans_iters": int(kmeans_iters), "n_blocks": int(n_blocks),
-                       "n_decoder_blocks": int(n_decoder_blocks), "dropout": float(dropout)}
+                       "n_decoder_blocks": int(n_decoder_blocks), "dropout": float(dropout),
+                       "restart_dead_codes": (None if restart_dead_codes is None
+                                              else int(restart_dead_codes))}
         n_tokens = n_times // PATCH_LEN
         self.encoder = DuINEncoder(subj, n_tokens, n_blocks=n_blocks,
                                    tokenizer_activation=tokenizer_activation, dropout=dropout)
         self.quantizer = VectorQuantizer(n_codes=n_codes, d_code=d_code, decay=decay, beta=beta,
-                                         kmeans_iters=kmeans_iters)
+                                         kmeans_iters=kmeans_iters,
+                                         restart_after=self.config["restart_dead_codes"])
         self.decoder = DuINTransformer(n_decoder_blocks, dropout=dropout)
         self.regressor = TimeRegressor()
         self.out_subject = SubjectLayer(subj, direction="out")
@@ -1255,8 +1356,8 @@ def stage_loss(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None
 class CodebookMonitor:
     """Trainer callback that logs the VQ-VAE's dead codes after every epoch.
 
-    ``history_`` gets one ``{"epoch", "n_dead", "used_fraction"}`` row per epoch. Dead codes are
-    reported, never restarted.
+    ``history_`` gets one ``{"epoch", "n_dead", "used_fraction", "n_restarted"}`` row per epoch
+    (``n_restarted``: codes re-seeded so far, 0 unless the quantiser's ``restart_after`` is set).
     """
 
     def __init__(self, threshold: float = 1e-3):
@@ -1268,7 +1369,8 @@ class CodebookMonitor:
         vq = model.vqvae if isinstance(model, DuINMAE) else model
         usage = vq.codebook_usage(self.threshold)
         self.history_.append({"epoch": epoch, "n_dead": usage["n_dead"],
-                              "used_fraction": usage["used_fraction"]})
+                              "used_fraction": usage["used_fraction"],
+                              "n_restarted": vq.quantizer.n_restarted})
         logger.info("epoch %d: %d of %d codes dead (EMA count < %g)", epoch, usage["n_dead"],
                     usage["n_codes"], self.threshold)
 

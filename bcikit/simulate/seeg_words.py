@@ -114,6 +114,8 @@ _EVOKED_UV = 10e-6
 _LINE_UV = (10e-6, 30e-6)
 _OFFSET_UV = 50e-6
 _G_PER_SNR = 2.0
+#: amplitude of the opt-in word-locked low-frequency potential per unit of ``lfp_snr``
+_LFP_UV = 10e-6
 
 
 # ------------------------------------------------------------------------------------ word code
@@ -357,7 +359,7 @@ def _shift(sources: np.ndarray, lag: int) -> np.ndarray:
 
 def _render(rng: np.random.Generator, lay: _Layout, sources: np.ndarray, *, g: float,
             sfreq: float, tmin: float, cue: bool, gains: np.ndarray, offsets: np.ndarray,
-            line_amp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            line_amp: np.ndarray, lfp: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Monopolar signals of one chunk of trials (or segments).
 
     ``sources`` (n, K, T); ``gains``/``offsets`` (n, C) per trial; ``line_amp`` (n,).
@@ -375,12 +377,14 @@ def _render(rng: np.random.Generator, lay: _Layout, sources: np.ndarray, *, g: f
     carrier *= np.float32(_HG_RMS)
     speech = np.flatnonzero(lay.mixing.any(axis=1))
     signal = np.zeros((n, speech.size, n_times), dtype=np.float32)
-    if speech.size and g > 0:
+    if speech.size and (g > 0 or lfp > 0):
         mix = lay.mixing[speech].astype(np.float32)
         for lag in np.unique(lay.lag[speech]):
             rows = np.flatnonzero(lay.lag[speech] == lag)
             m = np.einsum("ck,nkt->nct", mix[rows], _shift(sources, int(lag)))
             signal[:, rows] = carrier[:, speech[rows]] * (np.float32(g) * m)
+            if lfp > 0:  # opt-in word-locked low-frequency potential (not in the spec)
+                signal[:, rows] += np.float32(lfp * _LFP_UV) * m
     x += carrier
     if lay.reading.any():  # word-independent reading response: carrier * (1 + r(t))
         x[:, lay.reading] += carrier[:, lay.reading] * _reading_envelope(n_times, sfreq, tmin)
@@ -594,6 +598,7 @@ def make_seeg_words(n_subjects: int | None = None, *, size: str = "default",
                     pretrain_minutes: float | None = None,
                     n_contacts: tuple[int, int] | None = None, reference: str = "bipolar",
                     sfreq: float = 1000.0, chunk_size: int = 64, random_state: Any = None,
+                    lfp_snr: float = 0.0,
                     verbose: bool | str | int | None = None) -> SEEGWords:
     """Simulate sEEG word-reading trials and unlabelled pre-training recordings.
 
@@ -613,7 +618,8 @@ def make_seeg_words(n_subjects: int | None = None, *, size: str = "default",
         ``n_contacts=(low, high)`` bounds the monopolar contacts per subject (low >= 30,
         high >= 40: the smallest layout has 40).
     snr : float
-        Strength of the word-specific high-gamma modulation (``g = 2 * snr``); 0 gives null data.
+        Strength of the word-specific high-gamma modulation (``g = 2 * snr``); 0 gives null data
+        (with ``lfp_snr=0``).
     reference : {'bipolar', 'monopolar'}
         Return bipolar derivations within shafts (default) or the monopolar contacts.
     sfreq : float
@@ -622,6 +628,15 @@ def make_seeg_words(n_subjects: int | None = None, *, size: str = "default",
         Trials synthesised at once (memory vs speed).
     random_state : None, int or numpy Generator
         Seed of everything subject-specific (the lexicon is fixed).
+    lfp_snr : float
+        Opt-in, **not in the spec** (``specs/duin.md`` §5 puts the word information in high
+        gamma only): a word-locked low-frequency potential on the vSMC/STG contacts,
+        ``lfp_snr * 10 uV * m(t)`` with the same sources, mixing and lags ``m = W @ s`` that
+        modulate the carrier (80-200 ms bumps, so mostly below 15 Hz). Real speech sEEG carries
+        word information in such evoked components as well as in high gamma; a linear patch
+        tokenizer (Du-IN's) can use them directly, while the high-gamma envelope must first be
+        rectified. 0 (default) leaves the spec's simulator unchanged (bit for bit: no random
+        draws are added).
     verbose : bool, str, int or None
         Progress bar and logging.
 
@@ -660,6 +675,9 @@ def make_seeg_words(n_subjects: int | None = None, *, size: str = "default",
                          f"Got {cfg['n_trials_per_word']} instead.")
     validate_type(snr, "numeric", "snr", owner=owner)
     check_range(float(snr), "snr", low=0.0, owner=owner)
+    validate_type(lfp_snr, "numeric", "lfp_snr", owner=owner)
+    check_range(float(lfp_snr), "lfp_snr", low=0.0, owner=owner)
+    cfg["lfp"] = float(lfp_snr)
     validate_type(cfg["pretrain_minutes"], "numeric", "pretrain_minutes", owner=owner)
     check_range(float(cfg["pretrain_minutes"]), "pretrain_minutes", low=0.0, owner=owner)
     lo_hi = cfg["n_contacts"]
@@ -700,7 +718,8 @@ def make_seeg_words(n_subjects: int | None = None, *, size: str = "default",
         logger.info("%s: %d contacts on %d shafts, %d channels (%d informative), oracle %.2f",
                     subject, len(lay.names), len(lay.shaft_names), ts.n_chans,
                     int(tr.informative.sum()), tr.oracle_accuracy or float("nan"))
-    params = dict(cfg, size=size, snr=float(snr), reference=reference, sfreq=sfreq,
+    params = dict({k: v for k, v in cfg.items() if k != "lfp"}, size=size, snr=float(snr),
+                  lfp_snr=float(lfp_snr), reference=reference, sfreq=sfreq,
                   random_state=random_state if isinstance(random_state, (int, type(None)))
                   else "generator")
     return SEEGWords(trials=trials, pretrain=pretrain, electrodes=electrodes, truth=truth,
@@ -777,7 +796,8 @@ def _make_trials(rng, lay: _Layout, subject: str, lexicon: dict, classes: list, 
         sources = np.zeros((m, N_SOURCES, n_times), dtype=np.float32)
         _place_sequences(sources, seqs[sl], starts[sl], sfreq)
         x, sig = _render(rng, lay, sources, g=g, sfreq=sfreq, tmin=tmin, cue=True,
-                         gains=gains[sl], offsets=offsets[sl], line_amp=line_amp[sl])
+                         gains=gains[sl], offsets=offsets[sl], line_amp=line_amp[sl],
+                         lfp=cfg["lfp"])
         src_feat[sl] = _binned(sources, sfreq)
         if reference == "bipolar":
             np.subtract(x[:, lay.pairs[:, 0]], x[:, lay.pairs[:, 1]], out=X[sl])
@@ -867,7 +887,8 @@ def _make_pretrain(rng, lay: _Layout, subject: str, lexicon: dict, cfg: dict, *,
         frac = (s % seg_per_run) / seg_per_run
         x, _ = _render(rng, lay, sources, g=g, sfreq=sfreq, tmin=0.0, cue=False,
                        gains=gains_r[r][None], offsets=(offsets_r[r] + drift_r[r] * frac)[None],
-                       line_amp=np.array([rng.uniform(*_LINE_UV)], dtype=np.float32))
+                       line_amp=np.array([rng.uniform(*_LINE_UV)], dtype=np.float32),
+                       lfp=cfg["lfp"])
         X[s] = _bipolar(x, lay.pairs)[0] if reference == "bipolar" else x[0]
     meta = pd.DataFrame({"subject": subject, "session": "pretrain",
                          "run": [f"pt{r + 1}" for r in run_of], "dataset": DATASET,

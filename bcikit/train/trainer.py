@@ -32,6 +32,7 @@ import torch
 
 from ..utils import check_option, check_range, logger, progress, validate_type, warn
 from . import ddp as _ddp
+from . import fast_kernels as _fast
 from .checkpoint import (CHECKPOINT_NAME, capture_rng_state, load_checkpoint, restore_rng_state,
                          save_checkpoint)
 from .losses import ClassCheckedCrossEntropy, cross_entropy_loss
@@ -457,6 +458,16 @@ class Trainer:
     deterministic : bool
         Ask torch for deterministic kernels (cuDNN and ``use_deterministic_algorithms``, in
         warn-only mode) during :meth:`fit`; slower on GPUs, no effect on CPU results.
+    fast_kernels : 'auto' or bool
+        During :meth:`fit` only (training and validation passes), run the convolutions that
+        :func:`bcikit.train.fast_kernels.fast_kernels` recognises (a ``Conv2d`` whose kernel
+        covers one whole axis of its input, braindecode's ``CombinedConv``) as the equivalent
+        ``conv1d`` and, on the CPU with glibc, keep freed host memory for reuse
+        (:func:`bcikit.train.fast_kernels.reuse_freed_memory`). The same sums are computed
+        (results equal to float32 rounding); parameters and ``state_dict()`` are untouched
+        and the original forwards are back after :meth:`fit`. ``'auto'``: on when the device
+        is the CPU (where oneDNN runs these shapes slowly), off on GPUs. ``fast_kernels_``
+        lists what was substituted.
     callbacks : sequence
         Objects with any of ``on_train_begin(trainer)``, ``on_epoch_end(trainer, epoch, logs)``,
         ``on_batch_end(trainer, step, logs)``, ``on_train_end(trainer)``. Epochs are counted
@@ -483,6 +494,9 @@ class Trainer:
     device_ : torch.device
     precision_ : str
     keep_on_device_ : bool
+    fast_kernels_ : list of (str, str)
+        ``(module name, pattern)`` of the modules run with substituted kernels during the last
+        :meth:`fit` (empty when off).
     world_size_, rank_ : int
     checkpoint_path_ : Path or None
 
@@ -503,6 +517,7 @@ class Trainer:
                  checkpoint_dir: str | os.PathLike | None = None, resume: bool = True,
                  keep_on_device: str | bool = "auto", grad_clip: float | None = None,
                  drop_last: bool = False, deterministic: bool = False,
+                 fast_kernels: str | bool = "auto",
                  callbacks: Sequence[Any] = (), verbose: bool | None = None):
         self.model = model
         self.epochs = epochs
@@ -523,6 +538,7 @@ class Trainer:
         self.grad_clip = grad_clip
         self.drop_last = drop_last
         self.deterministic = deterministic
+        self.fast_kernels = fast_kernels
         self.callbacks = callbacks
         self.verbose = verbose
         self.stop_training = False
@@ -565,6 +581,8 @@ class Trainer:
             check_range(self.grad_clip, "grad_clip", low=0, low_inclusive=False, owner=o)
         validate_type(self.drop_last, bool, "drop_last", owner=o)
         validate_type(self.deterministic, bool, "deterministic", owner=o)
+        if not isinstance(self.fast_kernels, bool):
+            check_option(self.fast_kernels, ("auto", True, False), "fast_kernels", owner=o)
         validate_type(self.verbose, (bool, None), "verbose", owner=o)
         if isinstance(self.callbacks, (str, bytes)) or not isinstance(self.callbacks,
                                                                      (list, tuple)):
@@ -639,8 +657,13 @@ class Trainer:
                              f"({world}).")
         ctx = _ddp.setup(device)
         saved_flags = self._set_deterministic() if self.deterministic else None
+        fast = self.fast_kernels is True or (self.fast_kernels == "auto"
+                                             and device.type == "cpu")
         try:
-            self._fit(ctx, device, precision, Xtr, ytr, Xva, yva)
+            with _fast.fast_kernels(self.model, enabled=fast) as substituted, \
+                    _fast.reuse_freed_memory(enabled=fast and device.type == "cpu"):
+                self.fast_kernels_ = substituted
+                self._fit(ctx, device, precision, Xtr, ytr, Xva, yva)
         finally:
             if saved_flags is not None:
                 self._restore_deterministic(saved_flags)
