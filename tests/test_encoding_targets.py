@@ -14,7 +14,7 @@ from bcikit.encoding.targets import (
     binned_targets,
     make_targets,
 )
-from bcikit.simulate.movie_seeg import simulate_movie_seeg
+from bcikit.simulate.movie_seeg import _gamma_kernel, simulate_movie_seeg
 
 SFREQ = 512.0
 
@@ -168,7 +168,8 @@ def test_make_targets_equals_naive_loop_on_the_recording(session):
 def test_peak_latencies_recovered_on_simulated_recording(sim, session):
     """Vision electrodes answer scene cuts with gamma kernels: regressing their binned targets
     on the true drive at each cut recovers where the binned response peaks (the centre of the
-    best 200-ms window of the kernel, from the truth) within 25 ms."""
+    best 200-ms window of the kernel, from the truth) within 25 ms, and the response's size
+    (``snr * cut_gain`` times the kernel's best window mean)."""
     ev = make_events(session, "vision")
     truth = sim.truth.set_index("electrode")
     names = [n for n in session.ch_names if truth.at[n, "class"] == "vision"]
@@ -182,6 +183,12 @@ def test_peak_latencies_recovered_on_simulated_recording(sim, session):
         found = tg.times[np.argmax(beta)] + 100
         assert abs(found - truth.at[name, "window_peak_ms"]) <= 25, name
         assert 100 <= truth.at[name, "peak_ms"] <= 400
+        # its size: snr * cut_gain (x 20 uV, the noise SD) times the kernel's best 200-ms mean
+        kernel = _gamma_kernel(truth.at[name, "peak_ms"], truth.at[name, "width_ms"], SFREQ)
+        n = int(round(0.2 * SFREQ))
+        expected = 20.0 * sim.params["snr"] * sim.params["cut_gain"] * np.convolve(
+            kernel, np.ones(n) / n).max()
+        assert 0.85 * expected <= beta.max() <= 1.05 * expected, (name, beta.max(), expected)
 
 
 def test_reference_options(session):

@@ -90,6 +90,8 @@ def test_refuses_to_overwrite_and_checks_parameters(sim, tmp_path):
         simulate_movie_seeg(tmp_path / "b", sfreq=100.0)
     with pytest.raises(TypeError, match="n_subjects"):
         simulate_movie_seeg(tmp_path / "c", n_subjects=1.5)
+    with pytest.raises(ValueError, match="cut_gain"):
+        simulate_movie_seeg(tmp_path / "d", cut_gain=-1.0)
     assert not (tmp_path / "a").exists()
 
 

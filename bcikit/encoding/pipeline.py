@@ -135,6 +135,9 @@ def analyse_alignment(sessions: dict, alignment: str,
                                        electrodes=list(targets.electrodes["name"]),
                                        n_bins=targets.n_bins, device=device)
             r_time[(subject, model)] = np.asarray(res.cv.test_r, dtype=float)
+            # the out-of-fold predictions (n_events x targets, float64) were only needed for
+            # the resampling: drop them so that memory does not grow with models x targets
+            res.cv.oof_pred = res.cv.half = None
             results.append(res)
         scores.extend(S.group_electrode_scores(results, bins=bins))
         del results
