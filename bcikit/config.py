@@ -36,7 +36,9 @@ Sections
                  vqvae_params, mae_params (see :mod:`bcikit.pretrain`)
 ``[encoding]``   only in ``kind = "encoding"`` pipelines (encoding models of sEEG, see
                  :mod:`bcikit.encoding.pipeline`): models, alignments, signal, reference,
-                 protocol, purge, n_boot, bootstrap, bins, q, min_obs, device, seed
+                 protocol, purge, n_boot, bootstrap, bootstrap_unit ("sentence": resample
+                 whole sentences of word events, the default; "event": single events, the
+                 spec's literal unit), bins, q, min_obs, device, seed
 
 ``[pipeline] kind`` is ``"decoding"`` (the default: trials -> labels, ``[model]`` required) or
 ``"encoding"`` (stimulus features -> neural responses; ``[encoding]`` instead of ``[model]``,
@@ -62,6 +64,7 @@ ENCODING_SIGNALS = ("broadband", "zscore", "high_gamma", "despike")
 ENCODING_REFERENCES = ("none", "car", "shaft_car", "laplacian", "bipolar")
 ENCODING_PROTOCOLS = ("paper", "nested")
 BOOTSTRAP_MODES = ("refit", "oof")
+BOOTSTRAP_UNITS = ("sentence", "event")  # = bcikit.encoding.stats.BOOTSTRAP_UNITS
 SCORE_BINS = ("shared", "own")
 PROTOCOL_NAMES = ("chronological", "chronological_kfold", "kfold", "leave_one_run_out",
                   "cross_session", "leave_one_subject_out", "official_trials")
@@ -285,6 +288,10 @@ class EncodingSection:
     purge: bool = F(is_bool, True)
     n_boot: int = F(int_at_least(10), 1000)
     bootstrap: str = F(one_of(BOOTSTRAP_MODES), "refit")
+    # "sentence" (default): word events of one sentence are resampled together (they share
+    # features and overlapping windows; per-event resampling was anti-conservative, see
+    # bcikit.encoding.stats.bootstrap_blocks); "event": the spec's literal per-event unit
+    bootstrap_unit: str = F(one_of(BOOTSTRAP_UNITS), "sentence")
     bins: str = F(one_of(SCORE_BINS), "shared")
     q: float = F(num_between(0.0, 1.0), 0.05)
     min_obs: int = F(int_at_least(1), 10)

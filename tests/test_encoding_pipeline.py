@@ -84,6 +84,9 @@ def test_encoding_pipeline_writes_metrics_and_report(tmp_path, monkeypatch):
     tiny = ["data.simulate.n_electrodes=16", "data.simulate.duration=300.0",
             "data.simulate.sfreq=256.0", "data.simulate.snr=3.0",
             "data.simulate.cut_gain=1.0", "encoding.n_boot=200",
+            # 5 min of movie hold 37 sentences, ~4 per fold half: too few for the default
+            # sentence-block bootstrap (it refuses fewer than 10 per half), so events
+            "encoding.bootstrap_unit='event'",
             "encoding.alignments=['language']",
             "encoding.models=['SLIP-Combo-language','SLIP-Combo-language-random','SBERT',"
             "'SBERT-random','MultiCat','MultiCat-random','SLIP-Combo-vision',"
@@ -96,6 +99,8 @@ def test_encoding_pipeline_writes_metrics_and_report(tmp_path, monkeypatch):
     m = json.loads((run / "metrics.json").read_text())
     assert m["kind"] == "encoding" and "site_precision" in m and "site_recall" in m
     assert set(m["per_alignment"]) == {"language"}
+    assert m["settings"]["bootstrap_unit"] == "event"
+    assert "resampling unit event" in (run / "report.md").read_text()
     la = m["per_alignment"]["language"]
     # trained networks carry the latents; random twins do not
     assert la["trained_median_r"] > 0.1 > abs(la["random_median_r"])

@@ -10,8 +10,9 @@ nilearn; a name is imported from its submodule the first time it is used.
 - :mod:`~bcikit.encoding.ridge`: closed-form ridge (one SVD per fold, every alpha at once) on
   himalaya backends, the paper's cross-validation protocol (with ``purge``) and the nested
   protocol (himalaya ``RidgeCV``).
-- :mod:`~bcikit.encoding.stats`: shared bootstrap (``refit`` / ``oof``), kept bins, electrode
-  scores, A > B tests, Benjamini-Hochberg FDR, site calling, region summaries, detection metrics.
+- :mod:`~bcikit.encoding.stats`: shared bootstrap (``refit`` / ``oof``; resampling whole
+  sentences or single events), kept bins, electrode scores, A > B tests, Benjamini-Hochberg
+  FDR, site calling, region summaries, detection metrics.
 - :mod:`~bcikit.encoding.figures`: glass-brain r maps, per-region bars, time courses of r,
   model-comparison scatter plots.
 """
@@ -59,6 +60,8 @@ _LAZY = {
     "NestedCVResult": "ridge",
     # stats
     "bootstrap_indices": "stats",
+    "bootstrap_blocks": "stats",
+    "BOOTSTRAP_UNITS": "stats",
     "indices_digest": "stats",
     "bootstrap_encoding": "stats",
     "EncodingResult": "stats",

@@ -2,7 +2,8 @@
 
 :func:`analyse_alignment` is the whole analysis of one alignment (word onsets or scene cuts) for
 any set of sessions and any feature source: events, binned targets, the paper's cross-validated
-ridge for every model, bootstrap on indices shared by all models, electrode scores, the
+ridge for every model, bootstrap on indices shared by all models (whole sentences of word
+events by default, ``bootstrap_unit``), electrode scores, the
 comparisons of the spec with Benjamini-Hochberg FDR, and the site calls.
 :func:`run_encoding` runs it for a ``kind = "encoding"`` pipeline file (``bcikit run
 pipelines/encoding.toml``) on the movie simulator, scores the calls against the simulator's
@@ -15,7 +16,8 @@ truth and writes a run folder:
     least one alignment, q from the config), per alignment the same plus the fraction of
     additive and null electrodes called, the trained-beats-random fraction at responsive
     electrodes, median electrode r of trained and random networks, the site summary of
-    :func:`bcikit.encoding.stats.site_summary`; settings, timing and versions.
+    :func:`bcikit.encoding.stats.site_summary`; settings (``bootstrap_unit`` among them),
+    timing and versions.
 ``electrode_scores.csv``, ``comparisons.csv``, ``sites.csv``, ``truth.csv``
     The tables behind the numbers.
 ``figures/``
@@ -38,7 +40,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..utils import logger, progress
+from ..utils import check_option, logger, progress
 
 __all__ = ["analyse_alignment", "AlignmentAnalysis", "run_encoding", "EncodingRun",
            "RESPONSIVE_CLASSES", "simulation_for"]
@@ -66,7 +68,8 @@ def analyse_alignment(sessions: dict, alignment: str,
                       features: Callable[[str, pd.DataFrame], np.ndarray],
                       models: Sequence[str], catalog: pd.DataFrame, *,
                       signal: str = "broadband", reference: str = "none", n_boot: int = 1000,
-                      bootstrap: str = "refit", bins: str = "shared", q: float = 0.05,
+                      bootstrap: str = "refit", bootstrap_unit: str = "sentence",
+                      bins: str = "shared", q: float = 0.05,
                       min_obs: int = 10, purge: bool = True, seed: int = 0,
                       device: str = "auto", verbose: bool | None = None) -> AlignmentAnalysis:
     """The encoding analysis of one alignment over several subjects.
@@ -90,6 +93,11 @@ def analyse_alignment(sessions: dict, alignment: str,
         means no re-referencing).
     n_boot, bootstrap : int, {'refit', 'oof'}
         Bootstrap resamples (indices drawn once per subject and shared by every model) and mode.
+    bootstrap_unit : {'sentence', 'event'}
+        What a resample draws (:func:`bcikit.encoding.stats.bootstrap_blocks`): whole sentences
+        of word events (bcikit's default; cuts and words without a sentence stay single), or
+        single events (the spec's literal unit, anti-conservative for words, which share
+        features and overlapping windows within a sentence).
     bins, q, min_obs : see :func:`bcikit.encoding.stats.group_electrode_scores` and
         :func:`bcikit.encoding.stats.compare_models`.
     purge : bool
@@ -107,6 +115,7 @@ def analyse_alignment(sessions: dict, alignment: str,
     from .events import make_events
     from .targets import make_targets
 
+    check_option(bootstrap_unit, S.BOOTSTRAP_UNITS, "bootstrap_unit", owner="analyse_alignment")
     unknown = sorted(set(models) - set(catalog["model"]))
     if unknown:
         raise ValueError(f"The models {unknown} are not in the model catalog (known: "
@@ -125,11 +134,13 @@ def analyse_alignment(sessions: dict, alignment: str,
         el.insert(0, "subject", subject)
         electrodes.append(el)
         times = events["time"].to_numpy(dtype=float)
-        idx = S.bootstrap_indices(len(events), n_boot, seed=seed)
+        blocks = S.bootstrap_blocks(events, bootstrap_unit)
+        idx = S.bootstrap_indices(len(events), n_boot, seed=seed, blocks=blocks)
         results = []
         for model in progress(models, desc=f"{alignment} sub-{subject}", verbose=verbose):
             X = np.asarray(features(model, events))
-            res = S.bootstrap_encoding(X, targets.Y, idx, mode=bootstrap,
+            res = S.bootstrap_encoding(X, targets.Y, idx, mode=bootstrap, blocks=blocks,
+                                       unit=bootstrap_unit,
                                        event_times=times if purge else None, purge=purge,
                                        model=model, subject=subject, alignment=alignment,
                                        electrodes=list(targets.electrodes["name"]),
@@ -341,7 +352,8 @@ def run_encoding(cfg, run_dir: str | Path, *, dataset: str | Path | None = None,
                     len(sessions), len(models))
         a = analyse_alignment(sessions, alignment, sim.features, models, catalog,
                               signal=enc.signal, reference=enc.reference, n_boot=enc.n_boot,
-                              bootstrap=enc.bootstrap, bins=enc.bins, q=enc.q,
+                              bootstrap=enc.bootstrap, bootstrap_unit=enc.bootstrap_unit,
+                              bins=enc.bins, q=enc.q,
                               min_obs=enc.min_obs, purge=enc.purge, seed=enc.seed, device=dev,
                               verbose=verbose)
         analyses[alignment] = a
@@ -359,7 +371,8 @@ def run_encoding(cfg, run_dir: str | Path, *, dataset: str | Path | None = None,
         "settings": {"models": models, "subjects": list(sessions), "simulate": knobs,
                      **{k: getattr(enc, k) for k in ("alignments", "signal", "reference",
                                                       "protocol", "purge", "n_boot",
-                                                      "bootstrap", "bins", "q", "min_obs",
+                                                      "bootstrap", "bootstrap_unit",
+                                                      "bins", "q", "min_obs",
                                                       "seed")}},
         "device": dev, "seconds": time.perf_counter() - t0, "versions": _versions(),
     }
@@ -400,7 +413,8 @@ def _write(run_dir: Path, cfg, metrics: dict, analyses: dict, truth: pd.DataFram
     lines = [f"# Encoding run: {cfg.pipeline.name}", "",
              f"Simulator knobs: `{metrics['settings']['simulate']}`; models: "
              f"{len(metrics['settings']['models'])}; bootstrap: "
-             f"{cfg.encoding.n_boot} × {cfg.encoding.bootstrap}; q = {cfg.encoding.q}.", "",
+             f"{cfg.encoding.n_boot} × {cfg.encoding.bootstrap}, resampling unit "
+             f"{cfg.encoding.bootstrap_unit}; q = {cfg.encoding.q}.", "",
              f"**Site precision {_fmt(metrics['site_precision'])}, recall "
              f"{_fmt(metrics['site_recall'])}** ({metrics['n_sites']} called; "
              f"{metrics['n_nonlinear']} non-linear multimodal electrodes in the truth).", "",
