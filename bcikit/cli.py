@@ -142,6 +142,10 @@ def _cmd_run(args) -> int:
               f"(over {len(s['per_seed'])} seed(s))")
     print(f"  chance: {result.metrics['chance_level']:.3f} "
           f"(p<0.05 threshold {result.metrics['chance_threshold_p05']:.3f})")
+    if result.metrics.get("oracle"):
+        o = result.metrics["oracle"]
+        print(f"  simulator oracle: {o['mean']:.3f} (95 % CI {o['ci95'][0]:.3f}-"
+              f"{o['ci95'][1]:.3f}; noise-free sources)")
     print(f"  report: {result.run_dir / 'report.md'}")
     return 0
 

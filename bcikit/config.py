@@ -270,6 +270,9 @@ class EvaluateSection:
     params: dict = F(is_table, {})
     seeds: list = F(list_of_int, [0])
     metrics: list = F(metric_list, ["accuracy", "balanced_accuracy", "cohen_kappa"])
+    # the motor-imagery simulator's oracle (bcikit.simulate.motor_imagery_oracle) in
+    # metrics.json, and `bcikit compare` flags runs above it; ignored on recorded data
+    oracle: bool = F(is_bool, False)
 
 
 @dataclass
@@ -438,6 +441,11 @@ def validate_config(raw: dict, *, source: str = "<dict>") -> PipelineConfig:
                           f"got {_describe(data.simulator)}.")
     if "simulator" not in raw.get("data", {}):
         data.simulator = KIND_SIMULATORS[kind][0]
+    evaluate = parts.get("evaluate")
+    if evaluate is not None and evaluate.oracle and data.simulator != "motor_imagery":
+        raise ConfigError(f"{source}: [evaluate] oracle = true needs [data] simulator = "
+                          f"'motor_imagery' (the only simulator with an oracle); got "
+                          f"{_describe(data.simulator)}.")
     return PipelineConfig(pipeline=pipeline, **parts, source=source)
 
 

@@ -494,6 +494,8 @@ def run_pipeline(config: PipelineConfig | str | Path | dict, *, dataset: str | P
     classes = sets[0].classes or [str(k) for k in range(cm_total.shape[0])]
     if not writer:
         return RunResult(run_dir, {}, scores)
+    if cfg.evaluate.oracle:
+        extra = {**extra, **_oracle_entry(cfg, dataset, verbose)}
     metrics = _write_outputs(run_dir, cfg, sets, source, protocol, scores, histories, predictions,
                              cm_total, classes, n_params, used_device, time.perf_counter() - t_start,
                              n_deployed, extra)
@@ -501,6 +503,25 @@ def run_pipeline(config: PipelineConfig | str | Path | dict, *, dataset: str | P
 
 
 # --------------------------------------------------------------------------- Du-IN pre-training
+def _oracle_entry(cfg: PipelineConfig, dataset, verbose) -> dict:
+    """``{"oracle": ...}`` for metrics.json: the motor-imagery simulator's oracle for the
+    simulated data and classes (nothing for recorded data, which have no oracle)."""
+    if dataset is not None:
+        logger.info("[evaluate] oracle: recorded data have no oracle; skipped")
+        return {}
+    from .simulate import motor_imagery_oracle
+
+    params = dict(cfg.data.simulate)
+    key = json.dumps([params, cfg.data.classes], sort_keys=True, default=str)
+    if key not in _ORACLES:  # run_and_compare runs several pipelines on the same data
+        oracle = motor_imagery_oracle(**params, classes=cfg.data.classes, verbose=verbose)
+        _ORACLES[key] = oracle.to_dict()
+    return {"oracle": _ORACLES[key]}
+
+
+_ORACLES: dict[str, dict] = {}
+
+
 def _prepare_pretraining(cfg: PipelineConfig, run_dir: Path, sets, context, jobs, source: str,
                          *, device, verbose):
     """Run or load the ``[pretrain]`` stages (see :mod:`bcikit.pretrain`).
@@ -728,6 +749,11 @@ def _write_report(run_dir, cfg, metrics, scores, figs, ts0) -> None:
                   "| subject | accuracy (mean) | std over seeds |", "|---|---|---|"]
         lines += [f"| {k} | {v['mean']:.3f} | {v['std']:.3f} |"
                   for k, v in acc["per_subject"].items()]
+        if metrics.get("oracle"):
+            o = metrics["oracle"]
+            lines += ["", f"Simulator oracle: {o['mean']:.3f} (95 % CI {o['ci95'][0]:.3f}-"
+                          f"{o['ci95'][1]:.3f}): {o['method']}. A decoder of the sensor data "
+                          f"should not beat it."]
         if metrics.get("accuracy_last_epoch"):
             lines += ["", f"Model selection: the best validation epoch; the last epoch scores "
                           f"{metrics['accuracy_last_epoch']['mean']:.3f} (reported, not selected)."]

@@ -4,8 +4,8 @@ Fast tests drive the real ServerApp body and ClientApp through an in-process gri
 the wire, one Context per node, no Ray). The ``slow`` tests use real Flower runtimes: ``flwr
 run`` on a private simulation SuperLink with the Ray backend (one SuperNode per site) and the
 loopback deployment of ``federated/deploy`` (TLS, authenticated SuperNodes, separate
-processes). Both start in the background when the module starts (fixture ``runtimes``), so that
-their waiting overlaps the fast tests.
+processes), both with FedProx (``fedprox-mu`` > 0). Both start in the background when the
+module starts (fixture ``runtimes``), so that their waiting overlaps the fast tests.
 """
 
 from __future__ import annotations
@@ -670,12 +670,15 @@ def test_cli_fl_errors(tmp_path, capsys):
 # ------------------------------------------------------------------------------ real runtimes
 # Two checks need real Flower runtimes: the spec's 9-site Ray simulation (`flwr run`, stopped in
 # round 3 by a site whose process is killed, then resumed from its checkpoints) and the loopback
-# deployment (TLS, authenticated SuperNodes, one process per site and per message). Both are
+# deployment (TLS, authenticated SuperNodes, one process per site and per message). Both run
+# FedProx (mu > 0; the in-process FedAvg runs above cover mu = 0), so that Ray x FedProx and
+# deployment x FedProx are each checked against the in-process loop by the same runs. Both are
 # mostly waiting (process start-up, Flower's polling), so they start in the background when this
 # module starts and run while the in-process tests above run; the tests below wait for them.
 RAY_TIMEOUT = 420
 DEPLOY_TIMEOUT = 800
 DEPLOY_MU = 50.0
+RAY_MU = 50.0  # FedProx in the shared Ray run (9 sites; sim-A and sim-B train several batches)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -697,7 +700,8 @@ class _Runtimes:
                    "sys.exit(main(sys.argv[1:]))",
                    "fl", "simulate", "--sites", self.faulty, "--rounds", "3", "--out",
                    str(self.ray_out), "--cpus", "2", "--timeout", str(RAY_TIMEOUT),
-                   "--no-local", "--set", "audit=true", "--set", "round-timeout=300"]
+                   "--no-local", "--set", "audit=true", "--set", "round-timeout=300",
+                   "--set", f"fedprox-mu={RAY_MU}"]
             self._start("ray", cmd, env)
         if deploy:
             self.deploy_out = root / "deploy"
@@ -736,31 +740,44 @@ class _Runtimes:
                 "stderr": (self.root / f"{name}.stderr").read_text(errors="replace")}
 
     def ray(self) -> dict:
-        """The Ray run, then its resume (`resume = true`, the site repaired) on the in-process
-        Flower grid from the checkpoints the Ray run wrote, and the uninterrupted in-process
-        loop with its round-2 snapshot."""
+        """The Ray run (FedProx, mu = RAY_MU), then its resume (`resume = true`, the site
+        repaired, the same mu) on the in-process Flower grid from the checkpoints the Ray run
+        wrote; the uninterrupted in-process loop with the same mu and its round-1 and round-2
+        snapshots, and one round of the loop with mu = 0 (FedAvg: what a Ray run that dropped
+        the proximal term would hold). The loops run while the Ray run may still run."""
         if self._ray is None:
-            res = self.wait("ray", RAY_TIMEOUT + 120)
-            killed = fl.read_server_result(self.ray_out / "run", "fleeg", 0)
             conf = {"sites": _sites_file(self.root / "sites-fixed.toml", {}, n=9),
                     "num-rounds": 3, "run-dir": str(self.ray_out / "run"),
                     "data-dir": str(self.ray_out / "cache"), "run-name": "fleeg",
-                    "audit": True, "round-timeout": 300.0, "node-wait-timeout": 5.0}
+                    "audit": True, "round-timeout": 300.0, "node-wait-timeout": 5.0,
+                    "fedprox-mu": RAY_MU}
             cfg = fl.FLConfig.from_run_config(conf)
-            sites = [fl.build_site(s, cfg)
-                     for s in fl.parse_sites(cfg.sites, data_dir=cfg.data_dir)]
-            at2 = {}
+            # the loops' own trial cache: the Ray run's output folder must not exist before it
+            ref_cfg = fl.FLConfig.from_run_config({**conf, "data-dir": str(self.root
+                                                                            / "ray-ref-cache")})
+
+            def build():
+                return [fl.build_site(s, ref_cfg)
+                        for s in fl.parse_sites(ref_cfg.sites, data_dir=ref_cfg.data_dir)]
+
+            sites = build()
+            at1, at2 = {}, {}
 
             def snapshot(r, result):
+                if r == 1:
+                    at1["shared"] = {k: v.clone() for k, v in result.shared.items()}
                 if r == 2:
                     at2["sites"] = {s.name: s.state_dict() for s in sites}
                     at2["shared"] = {k: v.clone() for k, v in result.shared.items()}
 
-            ref = run_federated(sites, 3, on_round=snapshot)
+            ref = run_federated(sites, 3, prox_mu=RAY_MU, on_round=snapshot)
+            fedavg1 = run_federated(build(), 1, prox_mu=0.0, test=False).shared
+            res = self.wait("ray", RAY_TIMEOUT + 120)
+            killed = fl.read_server_result(self.ray_out / "run", "fleeg", 0)
             resumed, _ = fl.run_in_process(fl.FLConfig.from_run_config({**conf,
                                                                          "resume": True}))
             self._ray = {**res, "killed": killed, "cfg": cfg, "ref": ref, "ref_sites": sites,
-                         "at2": at2, "resumed": resumed}
+                         "at1": at1, "at2": at2, "fedavg1": fedavg1, "resumed": resumed}
         return self._ray
 
     @staticmethod
@@ -816,13 +833,25 @@ def test_flwr_run_killed_site_is_named_and_the_run_stops(runtimes):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_flwr_run_matches_in_process_loop_and_resumes_exactly(runtimes):
-    """Spec §8.3 on Ray: after round 2 the 9-site Ray simulation holds what the in-process loop
-    holds (every tensor of every site and the aggregate, to 1e-5), and resumed from its
-    server and site checkpoints it ends where the uninterrupted loop ends."""
+    """Spec §8.3 on Ray, with FedProx: after round 2 the 9-site Ray simulation (fedprox-mu =
+    RAY_MU) holds what the in-process loop `run_federated(..., prox_mu=RAY_MU)` holds (every
+    tensor of every site and the aggregate, to 1e-5), its round-1 aggregate is FedProx's and
+    not FedAvg's, and resumed from its server and site checkpoints (the same mu) it ends where
+    the uninterrupted loop ends."""
     from bcikit.train.checkpoint import load_checkpoint
 
     run = runtimes.ray()
     cfg, ref, at2 = run["cfg"], run["ref"], run["at2"]
+    assert cfg.fedprox_mu == RAY_MU > 0
+    # the Ray run's ServerApp ran with the mu, and so did the resumed run
+    assert run["killed"]["config"]["fedprox-mu"] == RAY_MU
+    assert run["resumed"]["config"]["fedprox-mu"] == RAY_MU
+    # round 1 on Ray: the FedProx loop's aggregate, well apart from FedAvg's (mu = 0) from the
+    # same initial weights (sim-A and sim-B train several batches: the proximal term acts)
+    server1 = load_checkpoint(fl.server_dir(cfg) / "round-0001.pt")["shared"]
+    assert max(float((server1[k] - run["at1"]["shared"][k]).abs().max())
+               for k in SHARED) <= 1e-5
+    assert max(float((server1[k] - run["fedavg1"][k]).abs().max()) for k in SHARED) > 1e-3
     ray2 = _site_states(cfg, 2)  # written by the Ray run's ClientApps
     assert len(ray2) == 9
     for name, state in at2["sites"].items():

@@ -25,6 +25,12 @@ def test_mvcnet_pipeline_runs_with_its_views_and_counts(tmp_path):
     assert result.scores.n_valid.tolist() == [0]  # the recipe scores the last epoch, no valid
     assert result.scores.n_train.tolist() == [2 * 20]  # ceil(0.8 * 24) per class
     assert "deployed: " in (result.run_dir / "report.md").read_text()
+    # the comparison setting records the simulator's oracle for these subjects and classes
+    oracle = metrics["oracle"]
+    assert set(oracle["per_subject"]) == {"S01"} and oracle["classes"] == ["left_hand",
+                                                                           "right_hand"]
+    assert 0.5 < oracle["mean"] <= 1.0 and "Simulator oracle" in \
+        (result.run_dir / "report.md").read_text()
 
 
 def test_mvcnet_stem_is_mvcnets_deployed_network():

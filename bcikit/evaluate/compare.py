@@ -215,9 +215,17 @@ class ComparisonResult:
     tests: pd.DataFrame
     summaries: dict
     chance_level: float | None = None
+    oracle: dict | None = None
     notes: list[str] = field(default_factory=list)
     out_dir: Path | None = None
     files: list[Path] = field(default_factory=list)
+
+    @property
+    def above_oracle(self) -> list[str]:
+        """Runs whose mean is above the oracle's bound (empty without an oracle)."""
+        if self.oracle is None or "oracle_bound" not in self.table:
+            return []
+        return [r.pipeline for r in self.table.itertuples() if r.mean > r.oracle_bound]
 
     @property
     def reference(self) -> str:
@@ -235,6 +243,13 @@ class ComparisonResult:
                  f"{', '.join(self.subjects)}; classes: {', '.join(self.classes)}"]
         if self.chance_level is not None:
             lines[-1] += f"; chance level {self.chance_level:.3f}"
+        if self.oracle is not None:
+            o = self.oracle
+            above = self.above_oracle
+            lines.append(f"- simulator oracle {o['mean']:.3f} (95 % CI {o['ci95'][0]:.3f}-"
+                         f"{o['ci95'][1]:.3f}; {o['method']}): "
+                         + ("no run above oracle + CI" if not above else
+                            f"**above oracle + CI: {', '.join(above)}** (leakage?)"))
         lines += [f"- reference (first run): **{self.reference}**; Δ = reference minus the row's "
                   "run, Wilcoxon signed-rank two-sided (scipy defaults)", ""]
         head = (["pipeline", f"{m} mean ± std over seeds", "seeds"]
@@ -260,6 +275,11 @@ class ComparisonResult:
                 cells.append(_fmt_test(row[f"{level}_n"], row[f"{level}_statistic"],
                                        row[f"{level}_p"]))
             lines.append("| " + " | ".join(cells) + " |")
+        if self.oracle is not None:
+            per = self.oracle.get("per_subject", {})
+            cells = ["*oracle (noise-free sources)*", f"{self.oracle['mean']:.3f}", "—"]
+            cells += [f"{per[s]['accuracy']:.3f}" if s in per else "—" for s in self.subjects]
+            lines.append("| " + " | ".join(cells + ["—"] * 2 * len(_LEVELS)) + " |")
         lines += ["", "Per subject: mean over seeds (± sample std over seeds). Overall: mean over "
                   "subjects per seed, then mean ± population std of those per-seed means "
                   "(as in each run's metrics.json). Δ (subject×seed): mean paired difference "
@@ -280,6 +300,7 @@ class ComparisonResult:
             "metric": self.metric, "protocol": self.protocol, "reference": self.reference,
             "pipelines": self.pipelines, "runs": [str(p) for p in self.runs],
             "subjects": self.subjects, "classes": self.classes, "chance_level": self.chance_level,
+            "oracle": self.oracle, "above_oracle": self.above_oracle,
             "summary": {name: {k: self.summaries[name][k]
                                for k in ("mean", "std_over_seeds", "per_seed")}
                         for name in self.pipelines},
@@ -458,13 +479,30 @@ def compare_runs(run_dirs: list[str | os.PathLike], *, metric: str = "accuracy",
                      + "); the subject×seed test pairs only the seeds they share.")
     chance = runs[0].metrics.get("chance_level") if metric in ("accuracy",
                                                                 "balanced_accuracy") else None
+    oracle = None
+    if metric == "accuracy":
+        oracle = next((r.metrics["oracle"] for r in runs if r.metrics.get("oracle")), None)
+    if oracle is not None:
+        from .metrics import oracle_bound
+
+        bounds = []
+        for r, row in zip(runs, rows):
+            first = r.scores["seed"].iloc[0]
+            n_test = int(r.scores.loc[r.scores["seed"] == first, "n_test"].sum())
+            bounds.append(oracle_bound(oracle["mean"], oracle["ci95"], row["mean"], n_test))
+        table["oracle_bound"] = bounds
+        for name, b, m in zip(names, bounds, table["mean"]):
+            if m > b:
+                notes.append(f"{name} scores {m:.3f}, above the simulator's oracle "
+                             f"({oracle['mean']:.3f}) + CI ({b:.3f}): a decoder of the sensors "
+                             f"should not beat it; check for leakage.")
     long = pd.concat([u.rename("score").reset_index().assign(pipeline=n)
                       for n, u in units.items()], ignore_index=True)
     result = ComparisonResult(
         runs=paths, pipelines=names, metric=metric, protocol=protocol, subjects=subjects,
         classes=classes, table=table, per_subject=per_subject,
         units=long[["pipeline", "subject", "seed", "score"]], tests=tests_df,
-        summaries=summaries, chance_level=chance, notes=notes)
+        summaries=summaries, chance_level=chance, oracle=oracle, notes=notes)
     if out_dir is not None:
         _write(result, runs, out_dir)
     if verbose:
@@ -532,6 +570,11 @@ def plot_per_subject_comparison(result: ComparisonResult, path: str | os.PathLik
                color=colour, alpha=0.85)
     if result.chance_level is not None:
         ax.axhline(result.chance_level, color="k", ls="--", lw=1, label="chance")
+    if result.oracle is not None:
+        per = result.oracle.get("per_subject", {})
+        ys = [per.get(g, {}).get("accuracy", np.nan) for g in result.subjects]
+        ax.scatter(x, ys + [result.oracle["mean"]], marker="_", s=400, color="k", zorder=3,
+                   label="oracle")
     ax.set_xticks(x, groups, rotation=45 if len(groups) > 10 else 0)
     if result.metric in ("accuracy", "balanced_accuracy"):
         ax.set_ylim(0, 1)

@@ -35,6 +35,25 @@ def chance_threshold(n_trials: int, n_classes: int, alpha: float = 0.05) -> floa
     return float((k + 1) / n_trials)
 
 
+def oracle_bound(oracle_mean: float, oracle_ci95: Sequence[float], accuracy: float,
+                 n_test: int, level: float = 0.95) -> float:
+    """Highest accuracy compatible with an oracle: ``oracle_mean`` plus the two-sided ``level``
+    half-width of the difference between the oracle and an accuracy measured on ``n_test``
+    pooled test trials.
+
+    The oracle's standard error is read off its 95 % interval ``oracle_ci95``; the accuracy's
+    is binomial. A decoder scoring above the bound beats what the data allow: leakage, or
+    information the oracle does not see.
+    """
+    from scipy.stats import norm
+
+    lo, hi = (float(v) for v in oracle_ci95)
+    se_oracle = (hi - lo) / (2 * norm.ppf(0.975))
+    p = float(np.clip(accuracy, 1e-9, 1 - 1e-9))
+    z = float(norm.ppf(0.5 + level / 2))
+    return float(oracle_mean + z * np.sqrt(se_oracle ** 2 + p * (1 - p) / max(int(n_test), 1)))
+
+
 def classification_metrics(y_true, y_pred, *, proba=None,
                            metrics: Sequence[str] = ("accuracy", "balanced_accuracy"),
                            n_classes: int | None = None) -> dict:

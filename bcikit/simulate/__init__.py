@@ -4,6 +4,8 @@
 
 - :func:`make_motor_imagery`: motor-imagery EEG epochs as a :class:`~bcikit.data.TrialSet`.
 - :func:`simulate_mi_raws`: the continuous runs behind them (``mne.io.RawArray`` + ids).
+- :func:`motor_imagery_oracle`: the accuracy of a decoder that sees the task sources without
+  noise (the ceiling a pipeline on the simulated sensors should stay under).
 - :func:`write_recordings`: write runs as EDF / BrainVision / FIF files or a BIDS tree.
 - :func:`simulate_to_disk`: simulate and write in one go (the ``bcikit simulate`` command).
 - :func:`make_seeg_words`: sEEG word-reading trials + pre-training recordings (Du-IN).
@@ -18,6 +20,8 @@ from ..utils import lazy_exports
 _LAZY = {
     "make_motor_imagery": "motor_imagery",
     "simulate_mi_raws": "motor_imagery",
+    "motor_imagery_oracle": "motor_imagery",
+    "MIOracle": "motor_imagery",
     "resolve_channels": "motor_imagery",
     "MI_CLASSES": "motor_imagery",
     "BNCI2014_001_CHANNELS": "motor_imagery",

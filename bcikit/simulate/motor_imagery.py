@@ -63,6 +63,8 @@ __all__ = [
     "MI_CLASSES",
     "BNCI2014_001_CHANNELS",
     "make_motor_imagery",
+    "motor_imagery_oracle",
+    "MIOracle",
     "simulate_mi_raws",
     "resolve_channels",
 ]
@@ -485,10 +487,22 @@ def _layout(rng, codes, sfreq, trial_duration):
     return np.array(cues, int), n
 
 
-def _simulate_run(subject: _Subject, session: _Session, names: Sequence[str], codes: np.ndarray,
+def _task_sources(subject: _Subject, session: _Session, codes: np.ndarray,
                   classes: Sequence[str], *, sfreq: float, trial_duration: float, depth: float,
-                  artifact_rate: float, rng: np.random.Generator) -> _Run:
+                  rng: np.random.Generator,
+                  fast_length: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+    """The run's layout and its noise-free task-source time courses, ERD applied.
+
+    Returns ``(cues, sources, n)``: cue samples, ``(n_task, n)`` float32 source time courses
+    (unit-RMS rhythms times their envelopes, levels and task modulation) and the run length.
+    ``fast_length`` pads the run with rest to a length the FFT handles fast (the oracle's
+    trials; the simulated recordings keep whole seconds).
+    """
     cues, n = _layout(rng, codes, sfreq, trial_duration)
+    if fast_length:
+        from scipy.fft import next_fast_len
+
+        n = next_fast_len(n, real=True)
     n_task = subject.extra["n_task"]
     task_names = subject.src_names[:n_task]
     # rhythms: frequency, width, spontaneous envelope
@@ -523,6 +537,15 @@ def _simulate_run(subject: _Subject, session: _Session, names: Sequence[str], co
             if is_beta and d > 0:
                 mod[i, seg] += 0.6 * d * rebound[: stop - cue]
     rhythms *= mod
+    return cues, rhythms, n
+
+
+def _simulate_run(subject: _Subject, session: _Session, names: Sequence[str], codes: np.ndarray,
+                  classes: Sequence[str], *, sfreq: float, trial_duration: float, depth: float,
+                  artifact_rate: float, rng: np.random.Generator) -> _Run:
+    cues, rhythms, n = _task_sources(subject, session, codes, classes, sfreq=sfreq,
+                                     trial_duration=trial_duration, depth=depth, rng=rng)
+    n_task = subject.extra["n_task"]
     # Background: 1/f dipoles plus each electrode's own 1/f noise. All share one spectrum, so
     # draw channel-space noise with their joint covariance (n_ch series instead of n_bg + n_ch).
     n_ch = len(names)
@@ -836,6 +859,183 @@ def make_motor_imagery(*, n_subjects: int = 4, n_sessions: int = 2, n_runs: int 
     info = _make_info(k.ch_names, k.sfreq)
     meta = pd.DataFrame(rows)
     return TrialSet(X, y, meta, info, k.classes, tmin=0.0)
+
+
+# ---------------------------------------------------------------------------------- oracle
+ORACLE_WINDOW_START = 0.8  # s after the cue: the ERD ramp (0.2-0.8 s) is complete
+_ORACLE_RUN_TRIALS = 100
+
+
+@dataclass
+class MIOracle:
+    """Accuracy of the simulator's oracle (see :func:`motor_imagery_oracle`).
+
+    Attributes
+    ----------
+    per_subject : pandas.DataFrame
+        One row per subject: ``subject``, ``accuracy``, ``n_test``, ``ci_low``, ``ci_high``
+        (Wilson 95 % interval).
+    mean : float
+        Mean of the per-subject accuracies (how pipelines summarise a run).
+    ci_low, ci_high : float
+        95 % normal interval of ``mean`` from the per-subject binomial variances.
+    classes : list of str
+        The classes the oracle decides between.
+    method : str
+        One sentence saying what the oracle is.
+    """
+
+    per_subject: pd.DataFrame
+    mean: float
+    ci_low: float
+    ci_high: float
+    classes: list[str]
+    method: str
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (what a run's ``metrics.json`` holds under ``oracle``)."""
+        return {"mean": self.mean, "ci95": [self.ci_low, self.ci_high],
+                "classes": list(self.classes), "method": self.method,
+                "per_subject": {str(r.subject): {"accuracy": float(r.accuracy),
+                                                 "n_test": int(r.n_test),
+                                                 "ci95": [float(r.ci_low), float(r.ci_high)]}
+                                for r in self.per_subject.itertuples()}}
+
+    def bound(self, accuracy: float, n_test: int, level: float = 0.95) -> float:
+        """Highest accuracy compatible with this oracle for a decoder that scored
+        ``accuracy`` on ``n_test`` pooled test trials (:func:`bcikit.evaluate.oracle_bound`)."""
+        from ..evaluate.metrics import oracle_bound
+
+        return oracle_bound(self.mean, (self.ci_low, self.ci_high), accuracy, n_test, level)
+
+
+def motor_imagery_oracle(*, n_subjects: int = 4, n_sessions: int = 2, n_runs: int = 2,
+                         n_classes: int = 2, n_trials_per_class: int = 40,
+                         sfreq: float = 250.0, trial_duration: float = 4.0,
+                         ch_names: None | str | int | Sequence[str] = None,
+                         difficulty: float = 0.3, artifact_rate: float = 0.05,
+                         session_shift: float = 0.2, seed: int | None = 0,
+                         classes: Sequence[str] | None = None, n_oracle_trials: int = 400,
+                         train_frac: float = 0.8, verbose: bool | None = None) -> MIOracle:
+    """The accuracy of a decoder that sees the simulator's sources without noise.
+
+    For each subject and session of the simulated data (the same subjects and sessions as
+    :func:`make_motor_imagery` with these knobs), ``n_oracle_trials`` fresh trials per class are
+    drawn from the same generative model, but only the task sources are kept: the mu and beta
+    rhythms of the hand, foot and tongue areas (and the occipital alpha), with their spontaneous
+    envelopes, levels and the task's ERD, before volume conduction, background activity, sensor
+    noise and artifacts. The oracle is shrinkage LDA on the log-variance of each source over the
+    ERD plateau (``0.8 s`` after the cue to the end of the epoch), trained on the first
+    ``train_frac`` of each class's trials and tested on the rest (chronological, as the CO
+    protocol splits). It knows where the class information is and sees it without any noise, so
+    a decoder of the sensor data should not beat it; what limits it is what limits every
+    decoder here: trial-to-trial ERD strength and the spontaneous waxing and waning of the
+    rhythms. ``difficulty`` sets the level (spec settings: about 0.85 at difficulty 0.575).
+
+    Parameters
+    ----------
+    n_subjects, n_sessions, n_runs, n_classes, n_trials_per_class, sfreq, trial_duration, \
+ch_names, difficulty, artifact_rate, session_shift, seed
+        The knobs of :func:`make_motor_imagery` (``n_runs``, ``n_trials_per_class`` and
+        ``artifact_rate`` do not change the oracle; they are accepted so that one set of
+        knobs serves both functions).
+    classes : list of str or None
+        The classes to decide between (a subset of the simulated ones, as a pipeline's
+        ``[data] classes``); None: all ``n_classes``.
+    n_oracle_trials : int
+        Fresh trials per class, subject and session (at least 20). The default 400 gives a
+        per-subject standard error of about 3 points.
+    train_frac : float
+        Fraction of each class's trials (in time order) that trains the LDA.
+    verbose : bool or None
+        Progress bar.
+
+    Returns
+    -------
+    MIOracle
+
+    Examples
+    --------
+    >>> o = motor_imagery_oracle(n_subjects=2, n_sessions=1, difficulty=0.575)  # doctest: +SKIP
+    >>> round(o.mean, 2)                                                        # doctest: +SKIP
+    0.86
+    """
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    from ..evaluate.metrics import wilson_interval
+
+    owner = "motor_imagery_oracle"
+    k = _check_knobs(owner, n_subjects=n_subjects, n_sessions=n_sessions, n_runs=n_runs,
+                     n_classes=n_classes, n_trials_per_class=n_trials_per_class, sfreq=sfreq,
+                     trial_duration=trial_duration, ch_names=ch_names, difficulty=difficulty,
+                     artifact_rate=artifact_rate, session_shift=session_shift, seed=seed)
+    validate_type(n_oracle_trials, "int", "n_oracle_trials", owner=owner)
+    check_range(n_oracle_trials, "n_oracle_trials", low=20, high=100000, owner=owner)
+    validate_type(train_frac, "numeric", "train_frac", owner=owner)
+    if not 0.0 < float(train_frac) < 1.0:
+        raise ValueError(f"The 'train_frac' parameter of {owner} must be in (0, 1); "
+                         f"got {train_frac!r}.")
+    if classes is None:
+        codes_used = list(range(k.n_classes))
+    else:
+        validate_type(classes, (list, tuple), "classes", owner=owner)
+        unknown = [c for c in classes if c not in k.classes]
+        if unknown or len(set(classes)) < 2:
+            raise ValueError(f"The 'classes' parameter of {owner} must name at least two of the "
+                             f"simulated classes {k.classes}; got {list(classes)}.")
+        codes_used = [k.classes.index(c) for c in dict.fromkeys(classes)]
+    depth = ERD_MAX * (1.0 - k.difficulty)
+    start = int(round(min(ORACLE_WINDOW_START, k.trial_duration / 2) * k.sfreq))
+    stop = int(round(k.trial_duration * k.sfreq))
+    rows = []
+    pairs = [(s, sess) for s in range(k.n_subjects) for sess in range(k.n_sessions)]
+    correct: dict[str, list[int]] = {}
+    with _verbosity(verbose):
+        subject = None
+        for s, sess in progress(pairs, desc="oracle", verbose=verbose):
+            if subject is None or subject.label != f"S{s + 1:02d}":
+                subject = _make_subject(k.seed, s)
+            session = _make_session(subject, k.seed, s, sess, k.ch_names, k.session_shift)
+            # streams 12 and 13: disjoint from the data's trial streams (2 and 3)
+            rng = np.random.default_rng([k.seed, 12, s, sess])
+            codes = rng.permutation(np.repeat(np.asarray(codes_used), n_oracle_trials))
+            n_chunks = int(np.ceil(len(codes) / _ORACLE_RUN_TRIALS))
+            feats, labels = [], []
+            for r, chunk in enumerate(np.array_split(codes, n_chunks)):
+                run_rng = np.random.default_rng([k.seed, 13, s, sess, r])
+                cues, src, _ = _task_sources(subject, session, chunk, k.classes, sfreq=k.sfreq,
+                                             trial_duration=k.trial_duration, depth=depth,
+                                             rng=run_rng, fast_length=True)
+                for cue in cues:
+                    feats.append(np.log(src[:, cue + start:cue + stop].var(axis=1) + 1e-12))
+                labels.append(chunk)
+            X, y = np.asarray(feats), np.concatenate(labels)
+            train = np.zeros(len(y), bool)
+            for c in codes_used:
+                idx = np.flatnonzero(y == c)
+                train[idx[:int(np.ceil(train_frac * len(idx)))]] = True
+            if train.all():
+                raise ValueError(f"{owner}: train_frac={train_frac} leaves no test trial.")
+            lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
+            hits = lda.fit(X[train], y[train]).predict(X[~train]) == y[~train]
+            correct.setdefault(subject.label, []).extend(hits.astype(int).tolist())
+    for label, hits in correct.items():
+        n_ok, n = int(np.sum(hits)), len(hits)
+        lo, hi = wilson_interval(n_ok, n)
+        rows.append({"subject": label, "accuracy": n_ok / n, "n_test": n,
+                     "ci_low": lo, "ci_high": hi})
+    table = pd.DataFrame(rows)
+    p, n = table["accuracy"].to_numpy(), table["n_test"].to_numpy()
+    mean = float(p.mean())
+    half = 1.959963984540054 * float(np.sqrt((p * (1 - p) / n).sum())) / len(p)
+    method = (f"shrinkage LDA on the log-variance of the {subject.extra['n_task']} noise-free "
+              f"task sources over {start / k.sfreq:g}-{k.trial_duration:g} s after the cue; "
+              f"{n_oracle_trials} fresh trials per class, subject and session, the first "
+              f"{train_frac:g} of each class trains")
+    logger.info("oracle: mean accuracy %.3f [%.3f, %.3f] over %d subjects", mean, mean - half,
+                mean + half, len(p))
+    return MIOracle(per_subject=table, mean=mean, ci_low=mean - half, ci_high=mean + half,
+                    classes=[k.classes[c] for c in codes_used], method=method)
 
 
 for _func in (simulate_mi_raws, make_motor_imagery):

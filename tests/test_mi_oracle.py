@@ -1,0 +1,134 @@
+"""The motor-imagery simulator's oracle (spec mvcnet §8.4: "oracle accuracy ≈ 85 %", "none above
+oracle + CI"): it tracks the task's difficulty, it sits above a real decoder of the sensor data,
+the comparison setting is calibrated to it, and `bcikit compare` flags a run above it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bcikit.config import ConfigError, load_config, validate_config
+from bcikit.evaluate import oracle_bound
+from bcikit.evaluate.compare import compare_runs
+from bcikit.simulate import make_motor_imagery, motor_imagery_oracle
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_oracle_tracks_difficulty_from_perfect_to_chance():
+    kw = dict(n_subjects=2, n_sessions=1, n_oracle_trials=80, seed=1)
+    easy = motor_imagery_oracle(difficulty=0.0, **kw)
+    none = motor_imagery_oracle(difficulty=1.0, **kw)
+    mid = motor_imagery_oracle(difficulty=0.6, **kw)
+    assert easy.mean > 0.95
+    # difficulty 1 leaves no class information: chance, inside the interval
+    assert none.ci_low < 0.5 < none.ci_high and abs(none.mean - 0.5) < 0.12
+    assert easy.mean > mid.mean > none.mean
+    assert list(easy.per_subject["subject"]) == ["S01", "S02"]
+    assert (easy.per_subject["n_test"] == 2 * 16).all()  # 80 per class, last 20 % tested
+    # deterministic
+    again = motor_imagery_oracle(difficulty=0.6, **kw)
+    assert again.mean == mid.mean
+    d = mid.to_dict()
+    assert json.loads(json.dumps(d)) == d and set(d["per_subject"]) == {"S01", "S02"}
+
+
+def test_oracle_sits_above_a_real_decoder_of_the_sensors():
+    """CSP + LDA on the simulated sensors (volume conduction, background, noise, artifacts) of
+    the same subjects scores below the oracle, which sees the sources without noise."""
+    from mne.decoding import CSP
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.pipeline import make_pipeline
+
+    kw = dict(n_subjects=2, n_sessions=1, n_trials_per_class=120, difficulty=0.575, seed=0)
+    oracle = motor_imagery_oracle(**kw, n_oracle_trials=200)
+    ts = make_motor_imagery(**kw, verbose=False)
+    from scipy.signal import butter, sosfiltfilt
+
+    X = sosfiltfilt(butter(4, (8.0, 32.0), "bandpass", fs=ts.sfreq, output="sos"), ts.X)
+    accs = []
+    for subject in ts.subjects:
+        idx = np.flatnonzero(ts.meta["subject"].to_numpy() == subject)
+        y = ts.y[idx]
+        train = np.zeros(len(idx), bool)
+        for c in (0, 1):
+            k = np.flatnonzero(y == c)
+            train[k[:int(np.ceil(0.8 * len(k)))]] = True
+        clf = make_pipeline(CSP(n_components=6, log=True), LinearDiscriminantAnalysis())
+        clf.fit(X[idx[train]], y[train])
+        accs.append(clf.score(X[idx[~train]], y[~train]))
+    csp = float(np.mean(accs))
+    assert 0.6 < csp < oracle.mean, (csp, oracle.mean)
+    assert csp < oracle.bound(csp, 2 * 48)
+
+
+def test_comparison_setting_is_calibrated_to_the_specs_oracle():
+    """pipelines/shared/mi_co.toml (9 subjects, 2 classes) puts the oracle at about 85 %."""
+    cfg = load_config(REPO / "pipelines" / "mvcnet.toml")
+    assert cfg.evaluate.oracle is True
+    o = motor_imagery_oracle(**dict(cfg.data.simulate), classes=cfg.data.classes,
+                             n_oracle_trials=200)
+    assert len(o.per_subject) == 9 and o.classes == ["left_hand", "right_hand"]
+    assert 0.81 <= o.mean <= 0.89, o.mean
+
+
+def test_oracle_bound_and_errors():
+    # the bound widens as the decoder's test set shrinks and equals the mean at infinite n
+    assert oracle_bound(0.85, (0.85, 0.85), 0.8, 10 ** 12) == pytest.approx(0.85)
+    assert oracle_bound(0.85, (0.83, 0.87), 0.8, 50) > oracle_bound(0.85, (0.83, 0.87), 0.8, 500)
+    with pytest.raises(ValueError, match="classes"):
+        motor_imagery_oracle(n_subjects=1, classes=["left_hand", "feet"])
+    with pytest.raises(ValueError, match="n_oracle_trials"):
+        motor_imagery_oracle(n_subjects=1, n_oracle_trials=5)
+    with pytest.raises(ValueError, match="train_frac"):
+        motor_imagery_oracle(n_subjects=1, train_frac=1.0)
+    with pytest.raises(ConfigError, match=r"\[evaluate\] oracle"):
+        validate_config({"pipeline": {"name": "x"}, "model": {"name": "DuIN"},
+                         "data": {"simulator": "seeg_words"}, "evaluate": {"oracle": True}})
+
+
+def _write_run(path: Path, accuracy: float, oracle: dict | None) -> Path:
+    path.mkdir(parents=True)
+    rows = [{"seed": seed, "split": s, "subject": s, "n_test": 28,
+             "accuracy": min(1.0, accuracy + 0.01 * k)}
+            for seed in (1, 2) for k, s in enumerate(["S01", "S02", "S03"])]
+    metrics = {"pipeline": path.name, "model": path.name, "protocol": "chronological",
+               "protocol_description": "CO", "seeds": [1, 2],
+               "data": {"classes": ["left_hand", "right_hand"], "n_trials": 400,
+                        "subjects": ["S01", "S02", "S03"]},
+               "chance_level": 0.5, "confusion": [[40, 10], [10, 40]]}
+    if oracle is not None:
+        metrics["oracle"] = oracle
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    pd.DataFrame(rows).to_csv(path / "scores.csv", index=False)
+    pd.DataFrame(columns=["split", "epoch"]).to_csv(path / "history.csv", index=False)
+    return path
+
+
+def test_compare_flags_a_run_above_the_oracle(tmp_path):
+    oracle = {"mean": 0.8, "ci95": [0.78, 0.82], "classes": ["left_hand", "right_hand"],
+              "method": "test oracle",
+              "per_subject": {s: {"accuracy": 0.8, "n_test": 160, "ci95": [0.73, 0.86]}
+                              for s in ("S01", "S02", "S03")}}
+    honest = _write_run(tmp_path / "honest", 0.75, oracle)
+    leaky = _write_run(tmp_path / "leaky", 0.97, oracle)
+    res = compare_runs([honest, leaky], out=tmp_path / "cmp")
+    assert res.above_oracle == ["leaky"]
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "above oracle + CI: leaky" in md and "oracle (noise-free sources)" in md
+    assert any("leaky scores 0.980, above the simulator's oracle" in n for n in res.notes)
+    saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert saved["above_oracle"] == ["leaky"] and saved["oracle"]["mean"] == 0.8
+    # just under the bound is not flagged; without an oracle nothing is
+    n_test = 3 * 28
+    b = oracle_bound(0.8, (0.78, 0.82), 0.86, n_test)
+    assert 0.86 < b  # 0.86 on 84 trials is compatible with an oracle at 0.8
+    near = _write_run(tmp_path / "near", 0.85, oracle)
+    assert compare_runs([honest, near]).above_oracle == []
+    plain = [_write_run(tmp_path / n, a, None) for n, a in (("p1", 0.7), ("p2", 0.99))]
+    res = compare_runs(plain)
+    assert res.oracle is None and res.above_oracle == []
