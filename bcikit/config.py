@@ -26,7 +26,8 @@ Sections
                  device, precision, keep_on_device, grad_clip, recipe ("none" | "duin": the
                  Du-IN classifier recipe fills the fields not given and adds warmup_epochs,
                  lr_min), selection ("last" epoch | "best" validation epoch)
-``[evaluate]``   protocol, ``[evaluate.params]`` (protocol options), seeds, metrics
+``[evaluate]``   protocol, ``[evaluate.params]`` (protocol options), seeds, metrics, oracle
+                 (the motor-imagery simulator's oracle in metrics.json)
 ``[output]``     dir (parent of run folders), checkpoint (save the trained model)
 ``[pretrain]``   Du-IN pre-training (optional, ``[model] name = "DuIN"`` only): stages
                  (``[]``, ``["vqvae"]``, ``["vqvae", "mae"]``), stage ("all" | "pretrain" |

@@ -7,8 +7,14 @@
 #                                               simulator (9 subjects x 5 seeds, CO) and the real
 #                                               PhysioNet S001 recordings (fists/feet, left/right)
 #   bash benchmarks/gpu_check.sh sim OUTDIR     the simulator comparison alone; SIM_SET adds
-#                                               overrides (SIM_SET="data.simulate.difficulty=0.6")
+#                                               overrides (SIM_SET="data.simulate.difficulty=0.7"; default:
+#                                               mi_co.toml, 0.575, oracle ~0.85)
 #                                               and SIM_OTHERS the pipelines beside MVCNet
+#   bash benchmarks/gpu_check.sh core OUTDIR    what issues 3 and 6 still need, in one call bounded
+#                                               by DEADLINE (s, default 540): the CUDA tests, the
+#                                               MVCNet epoch timings (alone on the GPU), the
+#                                               simulator comparison (as `sim`), then the encoding
+#                                               ridge GPU benchmark (ENC_BENCH_ARGS, ENC_S seconds)
 #   bash benchmarks/gpu_check.sh fleeg-duin OUTDIR
 #                                               CUDA tests; the FLEEG 9-site check at full size
 #                                               (federated and local-only arms of the positive and
@@ -27,8 +33,8 @@
 # benchmarks/README.md, "GPU check"); they are installed into /tmp/site first. The S001 files
 # come from $BCIKIT_REALDATA, or from .gpudata/s001.tgz when that variable is unset.
 set -u
-mode=${1:?usage: gpu_check.sh quick|full OUTDIR}
-out=${2:?usage: gpu_check.sh quick|full OUTDIR}
+mode=${1:?usage: gpu_check.sh quick|full|sim|core|fleeg-duin OUTDIR}
+out=${2:?usage: gpu_check.sh quick|full|sim|core|fleeg-duin OUTDIR}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 FLWR_TELEMETRY_ENABLED=0 MPLBACKEND=Agg
 PY=${PYTHON:-python3}
@@ -67,6 +73,15 @@ s001() {
     >"$work/s001-$task-$p.log" 2>&1 || echo "FAILED: s001 $task $p (see its log)"
 }
 
+wait_until() {  # wait_until T: wait for the processes in pids until $SECONDS reaches T, then stop them
+  while [ $SECONDS -lt "$1" ]; do
+    alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 5
+  done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && echo "stopped at the deadline: pid $p"; done
+}
+
 pack() {  # pack NAME DIR: the comparison folders without checkpoints, logs included
   tar czf "$out/$1.tgz" --exclude=checkpoints -C "$(dirname "$2")" "$(basename "$2")" \
     $(cd "$(dirname "$2")" && ls -d "$(basename "$2")"-*.log 2>/dev/null)
@@ -94,12 +109,7 @@ if [ "$mode" = fleeg-duin ]; then
   $PY -m pytest -p no:cacheprovider tests/test_cuda.py -q -rs >"$out/cuda_tests.log" 2>&1
   tail -3 "$out/cuda_tests.log"
   # wait for the experiments, up to the deadline minus the benchmarks' share
-  while [ $((SECONDS - t0)) -lt $((deadline - ${BENCH_S:-100})) ]; do
-    alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ $alive = 0 ] && break
-    sleep 5
-  done
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && echo "stopped at the deadline: pid $p"; done
+  wait_until $((t0 + deadline - ${BENCH_S:-100}))
   for neg in "" "--negative-control"; do
     tag=fleeg${neg:+_negative}
     [ -f "$out/${tag}_federated.json" ] && [ -f "$out/${tag}_local.json" ] && \
@@ -134,28 +144,53 @@ if [ "$mode" = quick ]; then
   exit 0
 fi
 
-# full: simulator comparison, MVCNet split into one process per seed
+# simulator comparison (pipelines/shared/mi_co.toml), MVCNet split into one process per seed
 sim="$work/sim"
 mkdir -p "$sim"
 extra=(--set output.checkpoint=false)
 for kv in ${SIM_SET:-}; do extra+=(--set "$kv"); done
 others=(${SIM_OTHERS:-mvcnet_stem mi_eegnet mi_csp_lda mi_ts_lr})
+sdev=${DEVICE:-cuda}   # DEVICE=cpu SIM_SET="train.epochs=1 data.simulate.n_subjects=1": a dry run
+sim_compare() {
+  $BCIKIT compare "$sim/mvcnet-s1,$sim/mvcnet-s2,$sim/mvcnet-s3,$sim/mvcnet-s4,$sim/mvcnet-s5" \
+    "${others[@]/#/$sim/}" --out "$sim/comparison" 2>&1 | tee "$out/sim_comparison.md"
+}
+if [ "$mode" = core ]; then
+  t0=$SECONDS; deadline=${DEADLINE:-540}
+  $PY -m pytest -p no:cacheprovider tests/test_cuda.py -q -rs >"$out/cuda_tests.log" 2>&1
+  tail -3 "$out/cuda_tests.log"
+  timeout 120 $PY benchmarks/bench_mvcnet_gpu.py --out "$out/mvcnet_gpu.json" --epochs 4 \
+    >"$out/bench_mvcnet_gpu.log" 2>&1
+  tail -12 "$out/bench_mvcnet_gpu.log"
+fi
 pids=()
 for s in 1 2 3 4 5; do
-  $BCIKIT run pipelines/mvcnet.toml --device cuda --no-progress --set "evaluate.seeds=[$s]" \
+  $BCIKIT run pipelines/mvcnet.toml --device $sdev --no-progress --set "evaluate.seeds=[$s]" \
     "${extra[@]}" --out "$sim/mvcnet-s$s" >"$sim-mvcnet-s$s.log" 2>&1 &
   pids+=($!)
 done
 for p in "${others[@]}"; do
-  $BCIKIT run "pipelines/$p.toml" --device cuda --no-progress "${extra[@]}" \
+  $BCIKIT run "pipelines/$p.toml" --device $sdev --no-progress "${extra[@]}" \
     --out "$sim/$p" >"$sim-$p.log" 2>&1 &
   pids+=($!)
 done
 if [ "$mode" = sim ]; then
   wait "${pids[@]}"
-  $BCIKIT compare "$sim/mvcnet-s1,$sim/mvcnet-s2,$sim/mvcnet-s3,$sim/mvcnet-s4,$sim/mvcnet-s5" \
-    "${others[@]/#/$sim/}" --out "$sim/comparison" 2>&1 | tee "$out/sim_comparison.md"
+  sim_compare
   pack sim "$sim"
+  exit 0
+fi
+if [ "$mode" = core ]; then
+  # the comparison first; the ridge benchmark alone afterwards (ENC_S seconds kept for it)
+  wait_until $((t0 + deadline - ${ENC_S:-150}))
+  sim_compare
+  pack sim "$sim"
+  left=$((deadline - (SECONDS - t0) - 10))
+  [ $left -gt 20 ] && timeout $left $PY benchmarks/bench_encoding.py \
+    ${ENC_BENCH_ARGS:---scale 0.25 --threads 4 --sides bcikit_numpy,himalaya_ridgecv --boot-resamples 1 --oof-resamples 5} \
+    --out "$out/encoding_gpu.json" >"$out/bench_encoding.log" 2>&1
+  tail -n 3 "$out"/*.log "$sim"-*.log | head -80
+  echo "gpu_check core: $((SECONDS - t0)) s"
   exit 0
 fi
 # real S001: two tasks x three pipelines, five seeds each (the card's 45 trials per task)
@@ -164,9 +199,7 @@ for t in "imagery_ff hands feet" "imagery_lr left_hand right_hand"; do
   for p in "${S001[@]}"; do s001 "$1" "$2" "$3" "$p" & pids+=($!); done
 done
 wait "${pids[@]}"
-$BCIKIT compare "$sim/mvcnet-s1,$sim/mvcnet-s2,$sim/mvcnet-s3,$sim/mvcnet-s4,$sim/mvcnet-s5" \
-  "$sim/mvcnet_stem" "$sim/mi_eegnet" "$sim/mi_csp_lda" "$sim/mi_ts_lr" --out "$sim/comparison" \
-  2>&1 | tee "$out/sim_comparison.md"
+sim_compare
 for t in imagery_ff imagery_lr; do
   $BCIKIT compare "$work/s001-$t/mvcnet" "$work/s001-$t/mi_eegnet" "$work/s001-$t/mi_csp_lda" \
     --out "$work/s001-$t/comparison" 2>&1 | tee "$out/s001_$t.md"

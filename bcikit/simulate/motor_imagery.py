@@ -669,16 +669,23 @@ def _check_knobs(owner: str, *, n_subjects, n_sessions, n_runs, n_classes, n_tri
                   float(session_shift), int(seed))
 
 
+def _iter_sessions(k: _Knobs, *, desc: str,
+                   verbose=None) -> Iterator[tuple[int, int, _Subject, _Session]]:
+    """(subject index, session index, subject, session) for every session of the knobs."""
+    pairs = [(s, sess) for s in range(k.n_subjects) for sess in range(k.n_sessions)]
+    subject = None
+    for s, sess in progress(pairs, desc=desc, verbose=verbose):
+        if subject is None or subject.label != f"S{s + 1:02d}":
+            subject = _make_subject(k.seed, s)
+        yield s, sess, subject, _make_session(subject, k.seed, s, sess, k.ch_names,
+                                              k.session_shift)
+
+
 def _iter_runs(k: _Knobs, *, verbose=None) -> Iterator[tuple[str, str, str, _Run]]:
     """Simulate run by run: (subject, session, run, _Run)."""
     classes = k.classes
     depth = ERD_MAX * (1.0 - k.difficulty)
-    pairs = [(s, sess) for s in range(k.n_subjects) for sess in range(k.n_sessions)]
-    subject = None
-    for s, sess in progress(pairs, desc="simulating", verbose=verbose):
-        if subject is None or subject.label != f"S{s + 1:02d}":
-            subject = _make_subject(k.seed, s)
-        session = _make_session(subject, k.seed, s, sess, k.ch_names, k.session_shift)
+    for s, sess, subject, session in _iter_sessions(k, desc="simulating", verbose=verbose):
         rng = np.random.default_rng([k.seed, 2, s, sess])
         codes = rng.permutation(np.repeat(np.arange(k.n_classes), k.n_trials_per_class))
         for r, run_codes in enumerate(np.array_split(codes, k.n_runs)):
@@ -988,14 +995,9 @@ ch_names, difficulty, artifact_rate, session_shift, seed
     start = int(round(min(ORACLE_WINDOW_START, k.trial_duration / 2) * k.sfreq))
     stop = int(round(k.trial_duration * k.sfreq))
     rows = []
-    pairs = [(s, sess) for s in range(k.n_subjects) for sess in range(k.n_sessions)]
     correct: dict[str, list[int]] = {}
     with _verbosity(verbose):
-        subject = None
-        for s, sess in progress(pairs, desc="oracle", verbose=verbose):
-            if subject is None or subject.label != f"S{s + 1:02d}":
-                subject = _make_subject(k.seed, s)
-            session = _make_session(subject, k.seed, s, sess, k.ch_names, k.session_shift)
+        for s, sess, subject, session in _iter_sessions(k, desc="oracle", verbose=verbose):
             # streams 12 and 13: disjoint from the data's trial streams (2 and 3)
             rng = np.random.default_rng([k.seed, 12, s, sess])
             codes = rng.permutation(np.repeat(np.asarray(codes_used), n_oracle_trials))
