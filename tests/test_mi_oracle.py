@@ -63,7 +63,7 @@ def test_oracle_sits_above_a_real_decoder_of_the_sensors():
         accs.append(clf.score(X[idx[~train]], y[~train]))
     csp = float(np.mean(accs))
     assert 0.6 < csp < oracle.mean, (csp, oracle.mean)
-    assert csp < oracle.bound(csp, 2 * 48)
+    assert csp < oracle.bound(2 * 48)
 
 
 def test_comparison_setting_is_calibrated_to_the_specs_oracle():
@@ -77,9 +77,14 @@ def test_comparison_setting_is_calibrated_to_the_specs_oracle():
 
 
 def test_oracle_bound_and_errors():
-    # the bound widens as the decoder's test set shrinks and equals the mean at infinite n
-    assert oracle_bound(0.85, (0.85, 0.85), 0.8, 10 ** 12) == pytest.approx(0.85)
-    assert oracle_bound(0.85, (0.83, 0.87), 0.8, 50) > oracle_bound(0.85, (0.83, 0.87), 0.8, 500)
+    # one-sided 95 %: the bound widens as the decoder's test set shrinks, and equals the
+    # oracle's mean for an exact oracle and infinitely many test trials
+    assert oracle_bound(0.85, (0.85, 0.85), 10 ** 12) == pytest.approx(0.85)
+    assert oracle_bound(0.85, (0.83, 0.87), 50) > oracle_bound(0.85, (0.83, 0.87), 500)
+    se = np.sqrt((0.04 / (2 * 1.959964)) ** 2 + 0.85 * 0.15 / 100)
+    assert oracle_bound(0.85, (0.83, 0.87), 100) == pytest.approx(0.85 + 1.644854 * se, rel=1e-5)
+    # a perfect score on a handful of trials is compatible with an oracle at 0.85
+    assert oracle_bound(0.85, (0.83, 0.87), 8) > 1.0
     with pytest.raises(ValueError, match="classes"):
         motor_imagery_oracle(n_subjects=1, classes=["left_hand", "feet"])
     with pytest.raises(ValueError, match="n_oracle_trials"):
@@ -124,9 +129,8 @@ def test_compare_flags_a_run_above_the_oracle(tmp_path):
     saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert saved["above_oracle"] == ["leaky"] and saved["oracle"]["mean"] == 0.8
     # just under the bound is not flagged; without an oracle nothing is
-    n_test = 3 * 28
-    b = oracle_bound(0.8, (0.78, 0.82), 0.86, n_test)
-    assert 0.86 < b  # 0.86 on 84 trials is compatible with an oracle at 0.8
+    b = oracle_bound(0.8, (0.78, 0.82), 3 * 28)
+    assert 0.86 < b < 0.97  # 0.86 on 84 trials is compatible with an oracle at 0.8
     near = _write_run(tmp_path / "near", 0.85, oracle)
     assert compare_runs([honest, near]).above_oracle == []
     plain = [_write_run(tmp_path / n, a, None) for n, a in (("p1", 0.7), ("p2", 0.99))]

@@ -35,22 +35,23 @@ def chance_threshold(n_trials: int, n_classes: int, alpha: float = 0.05) -> floa
     return float((k + 1) / n_trials)
 
 
-def oracle_bound(oracle_mean: float, oracle_ci95: Sequence[float], accuracy: float,
-                 n_test: int, level: float = 0.95) -> float:
-    """Highest accuracy compatible with an oracle: ``oracle_mean`` plus the two-sided ``level``
-    half-width of the difference between the oracle and an accuracy measured on ``n_test``
-    pooled test trials.
+def oracle_bound(oracle_mean: float, oracle_ci95: Sequence[float], n_test: int,
+                 level: float = 0.95) -> float:
+    """Highest mean accuracy compatible with an oracle, for a decoder tested on ``n_test``
+    pooled test trials: ``oracle_mean`` plus the one-sided ``level`` critical value of the
+    difference under the hypothesis that the decoder is exactly as accurate as the oracle.
 
-    The oracle's standard error is read off its 95 % interval ``oracle_ci95``; the accuracy's
-    is binomial. A decoder scoring above the bound beats what the data allow: leakage, or
-    information the oracle does not see.
+    That difference has the oracle's own standard error (read off its 95 % interval
+    ``oracle_ci95``) and the binomial one of ``n_test`` trials at the oracle's accuracy (not the
+    decoder's: at 100 % on a few trials that would be zero). A decoder above the bound beats
+    what the data allow: leakage, or information the oracle does not see.
     """
     from scipy.stats import norm
 
     lo, hi = (float(v) for v in oracle_ci95)
     se_oracle = (hi - lo) / (2 * norm.ppf(0.975))
-    p = float(np.clip(accuracy, 1e-9, 1 - 1e-9))
-    z = float(norm.ppf(0.5 + level / 2))
+    p = float(np.clip(oracle_mean, 0.0, 1.0))
+    z = float(norm.ppf(level))
     return float(oracle_mean + z * np.sqrt(se_oracle ** 2 + p * (1 - p) / max(int(n_test), 1)))
 
 

@@ -908,12 +908,12 @@ class MIOracle:
                                                  "ci95": [float(r.ci_low), float(r.ci_high)]}
                                 for r in self.per_subject.itertuples()}}
 
-    def bound(self, accuracy: float, n_test: int, level: float = 0.95) -> float:
-        """Highest accuracy compatible with this oracle for a decoder that scored
-        ``accuracy`` on ``n_test`` pooled test trials (:func:`bcikit.evaluate.oracle_bound`)."""
+    def bound(self, n_test: int, level: float = 0.95) -> float:
+        """Highest mean accuracy compatible with this oracle for a decoder tested on ``n_test``
+        pooled test trials (:func:`bcikit.evaluate.oracle_bound`)."""
         from ..evaluate.metrics import oracle_bound
 
-        return oracle_bound(self.mean, (self.ci_low, self.ci_high), accuracy, n_test, level)
+        return oracle_bound(self.mean, (self.ci_low, self.ci_high), n_test, level)
 
 
 def motor_imagery_oracle(*, n_subjects: int = 4, n_sessions: int = 2, n_runs: int = 2,
