@@ -59,12 +59,13 @@ Calibration grid: snr 32, 128, 512, 2048 (factor 4; ``--snr-grid`` replaces it).
   and 45 % at snr 2.
 - CPU probe after the fixes (session 5, ``results/duin_snr_probe_cpu.json``; ``lfp_snr`` 0, the
   shipped pipeline with its 0.5-200 Hz band-pass, one seed). 8 words x 32 trials over 4 runs,
-  30 epochs at lr 1e-3: from scratch at chance for snr 2, 8 and 32 (12-16 %, chance 12.5 %,
-  binomial p < 1e-3 bar 28 %); 36 % at snr 128 and 512. The floor: 61, 77, 83, 89, 97 % at
-  snr 2, 8, 32, 128, 512. 61 words x 20 trials over 5 runs (this script's default data), lr
-  2e-4, 15 epochs: 12.7 % at snr 128, 11.5 % at 512; 22.1 % at 512 after 30 epochs (bar
-  4.9 %); floor 91 and 93 %. So Du-IN starts to generalise between snr 32 and 128, far above
-  where the floor does, and from about 128 on the epoch count, not the snr, limits it.
+  30 epochs at lr 1e-3, 2 subjects: from scratch not above chance for snr 2, 8 and 32
+  (12-19 %, chance 12.5 %, binomial p < 1e-3 bar 28 %); 34-39 % at snr 128 and 512, 41 % at
+  2048. The floor: 61, 77, 83-88, 89-95, 97 % at snr 2, 8, 32, 128, 512. 61 words x 20 trials
+  over 5 runs (this script's default data), one subject, lr 2e-4, 15 epochs: 12.7 % at
+  snr 128, 11.5 % at 512; 22.1 % at 512 after 30 epochs (bar 4.9 %); floor 91 and 93 %.
+  So Du-IN starts to generalise between snr 32 and 128, far above where the floor does, and
+  from about 128 on the epoch count, not the snr, limits it.
 - Why the grid stops at 2048: the word part of the signal is ``carrier * g * m`` with
   ``g = 2 * snr``, so the per-channel SNR of the informative channels grows as snr^2 (about
   0.001 at snr 1, 1 at 32, 16 at 128, 260 at 512, 4000 at 2048). Above a few hundred the
