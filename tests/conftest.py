@@ -27,6 +27,19 @@ def rng(global_random_seed) -> np.random.Generator:
     return np.random.default_rng(global_random_seed)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run the test with one torch thread (CPU timings and results independent of the machine's
+    core count; CI has 2 cores), restoring the previous count afterwards. Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def realdata() -> Path:
     """``../shared/realdata`` (or ``$BCIKIT_REALDATA``); the test is skipped when it is absent."""

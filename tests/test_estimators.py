@@ -26,12 +26,7 @@ TRAIN_FRACTION = 0.7
 MI_EPOCHS = 5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class TinyNet(torch.nn.Module):

@@ -27,12 +27,7 @@ from braindecode.modules import CombinedConv, Conv2dWithConstraint  # noqa: E402
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def assert_close_scaled(a: torch.Tensor, ref: torch.Tensor, what: str) -> None:

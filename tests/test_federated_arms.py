@@ -7,14 +7,7 @@ import pytest
 from bcikit.federated.simulate import main
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_arms_apart_equal_arms_together(tmp_path):

@@ -17,12 +17,7 @@ from bcikit.train import (CHECKPOINT_NAME, HISTORY_KEYS, Trainer, load_checkpoin
 N_CHANS, N_TIMES = 4, 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_data(seed: int, n: int = 160, sep: float = 0.6):
