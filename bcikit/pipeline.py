@@ -512,9 +512,10 @@ def _oracle_entry(cfg: PipelineConfig, dataset, verbose) -> dict:
     from .simulate import motor_imagery_oracle
 
     params = dict(cfg.data.simulate)
-    key = json.dumps([params, cfg.data.classes], sort_keys=True, default=str)
+    key = json.dumps([params, cfg.data.classes, cfg.data.window], sort_keys=True, default=str)
     if key not in _ORACLES:  # run_and_compare runs several pipelines on the same data
-        oracle = motor_imagery_oracle(**params, classes=cfg.data.classes, verbose=verbose)
+        oracle = motor_imagery_oracle(**params, classes=cfg.data.classes,
+                                      window=cfg.data.window, verbose=verbose)
         _ORACLES[key] = oracle.to_dict()
     return {"oracle": _ORACLES[key]}
 

@@ -33,6 +33,11 @@ def test_oracle_tracks_difficulty_from_perfect_to_chance():
     # deterministic
     again = motor_imagery_oracle(difficulty=0.6, **kw)
     assert again.mean == mid.mean
+    # a pipeline's [data] window limits what the oracle reads: the first 0.5 s hold almost no
+    # ERD (it ramps up from 0.2 to 0.8 s), the plateau inside 0.5-4 s holds it all
+    early = motor_imagery_oracle(difficulty=0.0, window=[0.0, 0.5], **kw)
+    assert "0-0.5 s" in early.method and "0.8-4 s" in easy.method
+    assert early.mean < easy.mean - 0.2
     d = mid.to_dict()
     assert json.loads(json.dumps(d)) == d and set(d["per_subject"]) == {"S01", "S02"}
 
@@ -91,6 +96,8 @@ def test_oracle_bound_and_errors():
         motor_imagery_oracle(n_subjects=1, n_oracle_trials=5)
     with pytest.raises(ValueError, match="train_frac"):
         motor_imagery_oracle(n_subjects=1, train_frac=1.0)
+    with pytest.raises(ValueError, match="window"):
+        motor_imagery_oracle(n_subjects=1, window=[0.5, 4.5])
     with pytest.raises(ConfigError, match=r"\[evaluate\] oracle"):
         validate_config({"pipeline": {"name": "x"}, "model": {"name": "DuIN"},
                          "data": {"simulator": "seeg_words"}, "evaluate": {"oracle": True}})

@@ -923,7 +923,9 @@ def motor_imagery_oracle(*, n_subjects: int = 4, n_sessions: int = 2, n_runs: in
                          difficulty: float = 0.3, artifact_rate: float = 0.05,
                          session_shift: float = 0.2, seed: int | None = 0,
                          classes: Sequence[str] | None = None, n_oracle_trials: int = 400,
-                         train_frac: float = 0.8, verbose: bool | None = None) -> MIOracle:
+                         train_frac: float = 0.8,
+                         window: Sequence[float] | None = None,
+                         verbose: bool | None = None) -> MIOracle:
     """The accuracy of a decoder that sees the simulator's sources without noise.
 
     For each subject and session of the simulated data (the same subjects and sessions as
@@ -954,6 +956,11 @@ ch_names, difficulty, artifact_rate, session_shift, seed
         per-subject standard error of about 3 points.
     train_frac : float
         Fraction of each class's trials (in time order) that trains the LDA.
+    window : (tmin, tmax) or None
+        The part of the epoch (seconds from the cue) the decoders see, as a pipeline's
+        ``[data] window`` crops it: the oracle then reads its sources only there (the ERD
+        plateau inside it, or the whole window when the plateau is not in it). None: the whole
+        epoch.
     verbose : bool or None
         Progress bar.
 
@@ -992,8 +999,16 @@ ch_names, difficulty, artifact_rate, session_shift, seed
                              f"simulated classes {k.classes}; got {list(classes)}.")
         codes_used = [k.classes.index(c) for c in dict.fromkeys(classes)]
     depth = ERD_MAX * (1.0 - k.difficulty)
-    start = int(round(min(ORACLE_WINDOW_START, k.trial_duration / 2) * k.sfreq))
-    stop = int(round(k.trial_duration * k.sfreq))
+    lo, hi = 0.0, k.trial_duration
+    if window is not None:
+        validate_type(window, (list, tuple), "window", owner=owner)
+        lo, hi = (float(v) for v in window)
+        if not 0.0 <= lo < hi <= k.trial_duration:
+            raise ValueError(f"The 'window' parameter of {owner} must lie inside the epoch "
+                             f"[0, {k.trial_duration:g}] s with tmin < tmax; got {list(window)}.")
+    plateau = max(lo, min(ORACLE_WINDOW_START, k.trial_duration / 2))
+    start = int(round((plateau if plateau < hi else lo) * k.sfreq))
+    stop = int(round(hi * k.sfreq))
     rows = []
     correct: dict[str, list[int]] = {}
     with _verbosity(verbose):
@@ -1031,7 +1046,7 @@ ch_names, difficulty, artifact_rate, session_shift, seed
     mean = float(p.mean())
     half = 1.959963984540054 * float(np.sqrt((p * (1 - p) / n).sum())) / len(p)
     method = (f"shrinkage LDA on the log-variance of the {subject.extra['n_task']} noise-free "
-              f"task sources over {start / k.sfreq:g}-{k.trial_duration:g} s after the cue; "
+              f"task sources over {start / k.sfreq:g}-{stop / k.sfreq:g} s after the cue; "
               f"{n_oracle_trials} fresh trials per class, subject and session, the first "
               f"{train_frac:g} of each class trains")
     logger.info("oracle: mean accuracy %.3f [%.3f, %.3f] over %d subjects", mean, mean - half,
