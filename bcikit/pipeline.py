@@ -502,7 +502,7 @@ def run_pipeline(config: PipelineConfig | str | Path | dict, *, dataset: str | P
     return RunResult(run_dir, metrics, scores)
 
 
-# --------------------------------------------------------------------------- Du-IN pre-training
+# --------------------------------------------------------------------------- simulator oracle
 def _oracle_entry(cfg: PipelineConfig, dataset, verbose) -> dict:
     """``{"oracle": ...}`` for metrics.json: the motor-imagery simulator's oracle for the
     simulated data and classes (nothing for recorded data, which have no oracle)."""
@@ -523,6 +523,7 @@ def _oracle_entry(cfg: PipelineConfig, dataset, verbose) -> dict:
 _ORACLES: dict[str, dict] = {}
 
 
+# --------------------------------------------------------------------------- Du-IN pre-training
 def _prepare_pretraining(cfg: PipelineConfig, run_dir: Path, sets, context, jobs, source: str,
                          *, device, verbose):
     """Run or load the ``[pretrain]`` stages (see :mod:`bcikit.pretrain`).
