@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from scipy.stats import wilcoxon
 
+from bcikit.evaluate import oracle_bound
 from bcikit.evaluate.compare import (OUTPUT_FILES, ComparisonResult, compare_runs,
                                      run_and_compare, wilcoxon_paired)
 from bcikit.utils import BcikitWarning
@@ -27,14 +28,17 @@ PROTOCOL = ("chronological", "Chronological per subject: first 80 % train, rest 
 
 def write_run(path: Path, name: str, scores: pd.DataFrame, *, history: pd.DataFrame | None = None,
               protocol=PROTOCOL, classes=CLASSES, n_trials: int = 600,
-              confusion=((40, 10), (12, 38))) -> Path:
-    """A run folder as bcikit.pipeline writes it (the files compare_runs reads)."""
+              confusion=((40, 10), (12, 38)), oracle: dict | None = None) -> Path:
+    """A run folder as bcikit.pipeline writes it (the files compare_runs reads); ``oracle`` is
+    the ``metrics.json`` entry of a run on the motor-imagery simulator."""
     path.mkdir(parents=True)
     metrics = {"pipeline": name, "model": name, "protocol": protocol[0],
                "protocol_description": protocol[1], "seeds": sorted(set(scores["seed"])),
                "data": {"classes": list(classes), "n_trials": n_trials,
                         "subjects": sorted(set(scores["subject"]))},
                "chance_level": 1 / len(classes), "confusion": [list(r) for r in confusion]}
+    if oracle is not None:
+        metrics["oracle"] = oracle
     (path / "metrics.json").write_text(json.dumps(metrics))
     scores.to_csv(path / "scores.csv", index=False)
     if history is None:
@@ -340,3 +344,36 @@ def test_cli_joins_run_parts_with_commas(three_runs, tmp_path, capsys):
     assert table["n_seeds"].tolist() == [3, 3]
     whole = compare_runs(three_runs[:2])
     assert table["units_p"].iloc[1] == pytest.approx(whole.table["units_p"].iloc[1])
+
+# ---------------------------------------------------------------------------------- oracle gate
+def _oracle_run(path: Path, accuracy: float, oracle: dict | None) -> Path:
+    """Three subjects x two seeds, 28 test trials each, subject k scoring accuracy + 0.01 k."""
+    rows = [{"seed": seed, "split": s, "subject": s, "n_test": 28,
+             "accuracy": min(1.0, accuracy + 0.01 * k)}
+            for seed in (1, 2) for k, s in enumerate(["S01", "S02", "S03"])]
+    return write_run(path, path.name, pd.DataFrame(rows), n_trials=400,
+                     confusion=((40, 10), (10, 40)), oracle=oracle)
+
+
+def test_compare_flags_a_run_above_the_oracle(tmp_path):
+    oracle = {"mean": 0.8, "ci95": [0.78, 0.82], "classes": ["left_hand", "right_hand"],
+              "method": "test oracle",
+              "per_subject": {s: {"accuracy": 0.8, "n_test": 160, "ci95": [0.73, 0.86]}
+                              for s in ("S01", "S02", "S03")}}
+    honest = _oracle_run(tmp_path / "honest", 0.75, oracle)
+    leaky = _oracle_run(tmp_path / "leaky", 0.97, oracle)
+    res = compare_runs([honest, leaky], out=tmp_path / "cmp")
+    assert res.above_oracle == ["leaky"]
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "above oracle + CI: leaky" in md and "oracle (noise-free sources)" in md
+    assert any("leaky scores 0.980, above the simulator's oracle" in n for n in res.notes)
+    saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert saved["above_oracle"] == ["leaky"] and saved["oracle"]["mean"] == 0.8
+    # just under the bound is not flagged; without an oracle nothing is
+    b = oracle_bound(0.8, (0.78, 0.82), 3 * 28)
+    assert 0.86 < b < 0.97  # 0.86 on 84 trials is compatible with an oracle at 0.8
+    near = _oracle_run(tmp_path / "near", 0.85, oracle)
+    assert compare_runs([honest, near]).above_oracle == []
+    plain = [_oracle_run(tmp_path / n, a, None) for n, a in (("p1", 0.7), ("p2", 0.99))]
+    res = compare_runs(plain)
+    assert res.oracle is None and res.above_oracle == []

@@ -1,6 +1,6 @@
 """The motor-imagery simulator's oracle (spec mvcnet §8.4: "oracle accuracy ≈ 85 %", "none above
 oracle + CI"): it tracks the task's difficulty, it sits above a real decoder of the sensor data,
-the comparison setting is calibrated to it, and `bcikit compare` flags a run above it."""
+the comparison setting is calibrated to it (the compare gate is tested in test_compare.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from bcikit.config import ConfigError, load_config, validate_config
 from bcikit.evaluate import oracle_bound
-from bcikit.evaluate.compare import compare_runs
 from bcikit.simulate import make_motor_imagery, motor_imagery_oracle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,45 +99,3 @@ def test_oracle_bound_and_errors():
     with pytest.raises(ConfigError, match=r"\[evaluate\] oracle"):
         validate_config({"pipeline": {"name": "x"}, "model": {"name": "DuIN"},
                          "data": {"simulator": "seeg_words"}, "evaluate": {"oracle": True}})
-
-
-def _write_run(path: Path, accuracy: float, oracle: dict | None) -> Path:
-    path.mkdir(parents=True)
-    rows = [{"seed": seed, "split": s, "subject": s, "n_test": 28,
-             "accuracy": min(1.0, accuracy + 0.01 * k)}
-            for seed in (1, 2) for k, s in enumerate(["S01", "S02", "S03"])]
-    metrics = {"pipeline": path.name, "model": path.name, "protocol": "chronological",
-               "protocol_description": "CO", "seeds": [1, 2],
-               "data": {"classes": ["left_hand", "right_hand"], "n_trials": 400,
-                        "subjects": ["S01", "S02", "S03"]},
-               "chance_level": 0.5, "confusion": [[40, 10], [10, 40]]}
-    if oracle is not None:
-        metrics["oracle"] = oracle
-    (path / "metrics.json").write_text(json.dumps(metrics))
-    pd.DataFrame(rows).to_csv(path / "scores.csv", index=False)
-    pd.DataFrame(columns=["split", "epoch"]).to_csv(path / "history.csv", index=False)
-    return path
-
-
-def test_compare_flags_a_run_above_the_oracle(tmp_path):
-    oracle = {"mean": 0.8, "ci95": [0.78, 0.82], "classes": ["left_hand", "right_hand"],
-              "method": "test oracle",
-              "per_subject": {s: {"accuracy": 0.8, "n_test": 160, "ci95": [0.73, 0.86]}
-                              for s in ("S01", "S02", "S03")}}
-    honest = _write_run(tmp_path / "honest", 0.75, oracle)
-    leaky = _write_run(tmp_path / "leaky", 0.97, oracle)
-    res = compare_runs([honest, leaky], out=tmp_path / "cmp")
-    assert res.above_oracle == ["leaky"]
-    md = (tmp_path / "cmp" / "comparison.md").read_text()
-    assert "above oracle + CI: leaky" in md and "oracle (noise-free sources)" in md
-    assert any("leaky scores 0.980, above the simulator's oracle" in n for n in res.notes)
-    saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
-    assert saved["above_oracle"] == ["leaky"] and saved["oracle"]["mean"] == 0.8
-    # just under the bound is not flagged; without an oracle nothing is
-    b = oracle_bound(0.8, (0.78, 0.82), 3 * 28)
-    assert 0.86 < b < 0.97  # 0.86 on 84 trials is compatible with an oracle at 0.8
-    near = _write_run(tmp_path / "near", 0.85, oracle)
-    assert compare_runs([honest, near]).above_oracle == []
-    plain = [_write_run(tmp_path / n, a, None) for n, a in (("p1", 0.7), ("p2", 0.99))]
-    res = compare_runs(plain)
-    assert res.oracle is None and res.above_oracle == []
