@@ -299,28 +299,40 @@ class EncodingResult:
                        unit=meta.get("unit", "event"))
 
 
-def _weighted_r(bk: Any, W: Any, y: Any, p: Any, eps: float) -> np.ndarray:
-    """Pearson r per (resample, target) with resample counts as weights.
+def _weighted_r(sw: np.ndarray, S: np.ndarray, my: np.ndarray, mp: np.ndarray,
+                eps: float) -> np.ndarray:
+    """Pearson r per (resample, target) from count-weighted sums.
 
-    W (Bc, n) counts; y, p (n, Tb) centred by their unweighted means. Returns (Bc, Tb) float64.
+    ``sw`` (Bc, 1): the resamples' total counts; ``S`` (Bc, 5 Tb): ``W @ [y, p, y², p², y·p]``
+    for counts W (Bc, n) and y, p (n, Tb) centred by their unweighted means; ``my``, ``mp``
+    (1, Tb): max |y|, max |p| (a weighted variance below rounding is a constant: NaN).
+    Returns (Bc, Tb) float64.
     """
-    sw = bk.to_numpy(W.sum(1)).astype(np.float64)[:, None]
-    sy, sp = (bk.to_numpy(W @ v).astype(np.float64) for v in (y, p))
-    syy, spp, syp = (bk.to_numpy(W @ v).astype(np.float64) for v in (y * y, p * p, y * p))
+    sy, sp, syy, spp, syp = np.split(S, 5, axis=1)   # views: updated in place below
+    # sw times the weighted (co)variances: sw·Σw(y - ȳ_w)² = sw·Σw y² - (Σw y)², ...
+    syy *= sw
+    syy -= sy * sy
+    spp *= sw
+    spp -= sp * sp
+    syp *= sw
+    syp -= sy * sp
+    sw2 = sw * sw
+    const = (syy <= sw2 * (16 * eps * my) ** 2) | (spp <= sw2 * (16 * eps * mp) ** 2)
     with np.errstate(invalid="ignore", divide="ignore"):
-        vy = syy - sy * sy / sw
-        vp = spp - sp * sp / sw
-        r = (syp - sy * sp / sw) / np.sqrt(vy * vp)
-    my = np.asarray(bk.to_numpy(bk.max(bk.abs(y), axis=0)), dtype=np.float64)[None, :]
-    mp = np.asarray(bk.to_numpy(bk.max(bk.abs(p), axis=0)), dtype=np.float64)[None, :]
-    const = (vy <= sw * (16 * eps * my) ** 2) | (vp <= sw * (16 * eps * mp) ** 2)
+        den = np.sqrt(syy * spp)
+        r = np.divide(syp, den, out=den)
     r[const | ~np.isfinite(r)] = np.nan
-    return np.clip(r, -1.0, 1.0)
+    return np.clip(r, -1.0, 1.0, out=r)
 
 
 def _oof_bootstrap(Y: np.ndarray, cv: PaperCVResult, idx: np.ndarray, *, backend: str,
                    n_targets_batch: int | None, chunk: int, verbose: bool | None
                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Validation and test r of every resample, averaged over folds (``oof`` mode).
+
+    Per (target batch, fold half) the centred targets and predictions and their products are
+    formed once; each chunk of resamples is then one matrix product of its counts with them.
+    """
     n, T = Y.shape
     B = idx.shape[0]
     pred = cv.oof_pred
@@ -328,22 +340,30 @@ def _oof_bootstrap(Y: np.ndarray, cv: PaperCVResult, idx: np.ndarray, *, backend
     n_folds = len(cv.folds)
     val = np.zeros((B, T), dtype=np.float64)
     test = np.zeros((B, T), dtype=np.float64)
-    batch = n_targets_batch or int(max(64, min(T, 20_000_000 // max(n, 1))))
-    halves = [(f.val, f.test) for f in cv.folds]
+    batch = n_targets_batch or int(max(64, min(T, 20_000_000 // max(n, 1),
+                                               2_000_000 // max(chunk, 1))))
+    counts = np.zeros((B, n), dtype=np.float64)
+    for b, row in enumerate(idx):
+        counts[b] = np.bincount(row[row >= 0], minlength=n)
+    jobs = [(slice(t0, min(T, t0 + batch)), part, out)
+            for t0 in range(0, T, batch) for f in cv.folds
+            for part, out in ((f.val, val), (f.test, test))]
     with _himalaya_backend(backend) as bk:
-        for b0 in progress(range(0, B, chunk), desc="oof bootstrap", verbose=verbose):
-            counts = np.stack([np.bincount(row[row >= 0], minlength=n)
-                               for row in idx[b0:b0 + chunk]])
-            for t0 in range(0, T, batch):
-                sl = slice(t0, min(T, t0 + batch))
-                for k, (v_idx, t_idx) in enumerate(halves):
-                    for part, out in ((v_idx, val), (t_idx, test)):
-                        y = Y[part, sl].astype(np.float64)
-                        p = pred[part, sl].astype(np.float64)
-                        y = bk.asarray(y - y.mean(0))
-                        p = bk.asarray(p - p.mean(0))
-                        W = bk.asarray(counts[:, part].astype(np.float64))
-                        out[b0:b0 + chunk, sl] += _weighted_r(bk, W, y, p, eps) / n_folds
+        for sl, part, out in progress(jobs, desc="oof bootstrap", verbose=verbose):
+            y = Y[part, sl].astype(np.float64)
+            p = pred[part, sl].astype(np.float64)
+            y -= y.mean(0)
+            p -= p.mean(0)
+            my = np.abs(y).max(0)[None, :]
+            mp = np.abs(p).max(0)[None, :]
+            Z = bk.asarray(np.concatenate([y, p, y * y, p * p, y * p], axis=1))
+            del y, p
+            W_part = counts[:, part]
+            for b0 in range(0, B, chunk):
+                W = W_part[b0:b0 + chunk]
+                S = np.asarray(bk.to_numpy(bk.asarray(W) @ Z), dtype=np.float64)
+                out[b0:b0 + chunk, sl] += _weighted_r(W.sum(1)[:, None], S, my, mp,
+                                                      eps) / n_folds
     return val, test
 
 
@@ -369,7 +389,7 @@ def bootstrap_encoding(X: Any, Y: Any, indices: Any, *, mode: str = "refit",
                        cv_result: PaperCVResult | None = None, event_times: Any = None,
                        model: str = "model", subject: str = "sub", alignment: str = "alignment",
                        electrodes: Sequence[str] | None = None, n_bins: int = 161,
-                       oof_chunk: int = 50, verbose: bool | None = None,
+                       oof_chunk: int = 250, verbose: bool | None = None,
                        **cv_kwargs: Any) -> EncodingResult:
     """Cross-validated encoding of one model plus its bootstrap on shared indices.
 
@@ -405,7 +425,9 @@ def bootstrap_encoding(X: Any, Y: Any, indices: Any, *, mode: str = "refit",
         Electrode labels (E = n_targets / n_bins); default ``'e0', 'e1', ...``.
     n_bins : int
     oof_chunk : int
-        Resamples per matrix product in ``oof`` mode (memory).
+        Resamples per matrix product in ``oof`` mode (memory: about ``oof_chunk`` x 5 x the
+        target batch float64 values; the target batch holds at most 2,000,000 / ``oof_chunk``
+        targets unless ``n_targets_batch`` is given).
     verbose : bool or None
     **cv_kwargs
         Passed to :func:`~bcikit.encoding.ridge.paper_cv` (alphas, n_splits, purge,
