@@ -102,7 +102,7 @@ if [ "$mode" = fleeg-duin ]; then
     $PY benchmarks/duin_simulator.py ${DUIN_ARGS:---jobs 6} --device $dev --out "$out/duin_simulator.json" \
       >"$out/duin_simulator.log" 2>&1 & pids+=($!)
   fi
-  # encoding rows 5-6 at the spec's size: a 60-min movie at the spec's snr (0.12), ridge on CUDA
+  # encoding rows 5-6 at the spec's size: a 60-min movie at the simulator's default snr (0.27), ridge on CUDA
   $BCIKIT run pipelines/encoding.toml --device $dev --no-progress --out "$work/encoding60" \
     --set data.simulate.duration=${ENC_DURATION:-3600.0} --set data.simulate.snr=${ENC_SNR:-0.27} \
     >"$out/encoding60.log" 2>&1 & pids+=($!)

@@ -105,9 +105,11 @@ def test_oof_bootstrap_equals_bruteforce(rng):
                 sel = rows[np.isin(rows, getattr(f, part))]    # copies kept
                 per_fold.append([pearsonr(Y[sel, j], pred[sel, j])[0] for j in range(48)])
             np.testing.assert_allclose(boot[b], np.mean(per_fold, 0), atol=2e-6)
-    # resamples in chunks of 2 and targets in batches of 10 (neither divides evenly): same r
+    # resamples in chunks of 2 and targets in batches of 10 (neither divides evenly), on
+    # himalaya's torch backend (the code path of the GPU one): same r
     split = S.bootstrap_encoding(feats["multi"], Y, idx, mode="oof", event_times=t, n_bins=12,
-                                 cv_result=r.cv, oof_chunk=2, n_targets_batch=10, device="cpu")
+                                 cv_result=r.cv, oof_chunk=2, n_targets_batch=10,
+                                 backend="torch", device="cpu")
     np.testing.assert_allclose(split.boot_val_r, r.boot_val_r, atol=1e-6)
     np.testing.assert_allclose(split.boot_test_r, r.boot_test_r, atol=1e-6)
 

@@ -241,7 +241,7 @@ def plot_model_scatter(score_a: Any, score_b: Any, *, significant: Any = None,
     ax.scatter(b[ok & ~sig], a[ok & ~sig], s=10, color="grey", alpha=0.6, label="n.s.")
     if (ok & sig).any():
         ax.scatter(b[ok & sig], a[ok & sig], s=14, color="tab:red",
-                   label=f"{label_a} > {label_b} ({int((ok & sig).sum())})")
+                   label=f"{label_a}\n> {label_b} ({int((ok & sig).sum())})")
     if ok.any():
         lo = min(a[ok].min(), b[ok].min())
         hi = max(a[ok].max(), b[ok].max())
@@ -252,7 +252,8 @@ def plot_model_scatter(score_a: Any, score_b: Any, *, significant: Any = None,
     ax.set_xlabel(label_b)
     ax.set_ylabel(label_a)
     ax.set_aspect("equal")
-    ax.legend(fontsize=7, loc="upper left")
+    # the significant points lie above the diagonal: the legend goes below it
+    ax.legend(fontsize=7, loc="lower right")
     if title:
         ax.set_title(title)
     fig.tight_layout()
