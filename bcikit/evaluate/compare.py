@@ -223,9 +223,9 @@ class ComparisonResult:
     @property
     def above_oracle(self) -> list[str]:
         """Runs whose mean is above the oracle's bound (empty without an oracle)."""
-        if self.oracle is None or "oracle_bound" not in self.table:
+        if self.oracle is None:
             return []
-        return [r.pipeline for r in self.table.itertuples() if r.mean > r.oracle_bound]
+        return [r.pipeline for r in _above_oracle(self.table)]
 
     @property
     def reference(self) -> str:
@@ -491,11 +491,10 @@ def compare_runs(run_dirs: list[str | os.PathLike], *, metric: str = "accuracy",
             n_test = int(r.scores.loc[r.scores["seed"] == first, "n_test"].sum())
             bounds.append(oracle_bound(oracle["mean"], oracle["ci95"], n_test))
         table["oracle_bound"] = bounds
-        for name, b, m in zip(names, bounds, table["mean"]):
-            if m > b:
-                notes.append(f"{name} scores {m:.3f}, above the simulator's oracle "
-                             f"({oracle['mean']:.3f}) + CI ({b:.3f}, one-sided 95 %): a decoder "
-                             f"of the sensors should not beat it; check for leakage.")
+        for r in _above_oracle(table):
+            notes.append(f"{r.pipeline} scores {r.mean:.3f}, above the simulator's oracle "
+                         f"({oracle['mean']:.3f}) + CI ({r.oracle_bound:.3f}, one-sided 95 %): "
+                         f"a decoder of the sensors should not beat it; check for leakage.")
     long = pd.concat([u.rename("score").reset_index().assign(pipeline=n)
                       for n, u in units.items()], ignore_index=True)
     result = ComparisonResult(
@@ -508,6 +507,13 @@ def compare_runs(run_dirs: list[str | os.PathLike], *, metric: str = "accuracy",
     if verbose:
         logger.info("%s", result.to_markdown())
     return result
+
+
+def _above_oracle(table: pd.DataFrame) -> list:
+    """The rows of a comparison table whose mean is above their ``oracle_bound``."""
+    if "oracle_bound" not in table:
+        return []
+    return [r for r in table.itertuples() if r.mean > r.oracle_bound]
 
 
 # ---------------------------------------------------------------------------------- writing

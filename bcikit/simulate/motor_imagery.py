@@ -974,6 +974,7 @@ ch_names, difficulty, artifact_rate, session_shift, seed
     >>> round(o.mean, 2)                                                        # doctest: +SKIP
     0.86
     """
+    from scipy.stats import norm
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
     from ..evaluate.metrics import wilson_interval
@@ -1044,7 +1045,7 @@ ch_names, difficulty, artifact_rate, session_shift, seed
     table = pd.DataFrame(rows)
     p, n = table["accuracy"].to_numpy(), table["n_test"].to_numpy()
     mean = float(p.mean())
-    half = 1.959963984540054 * float(np.sqrt((p * (1 - p) / n).sum())) / len(p)
+    half = float(norm.ppf(0.975)) * float(np.sqrt((p * (1 - p) / n).sum())) / len(p)
     method = (f"shrinkage LDA on the log-variance of the {subject.extra['n_task']} noise-free "
               f"task sources over {start / k.sfreq:g}-{stop / k.sfreq:g} s after the cue; "
               f"{n_oracle_trials} fresh trials per class, subject and session, the first "
