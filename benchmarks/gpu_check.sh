@@ -15,6 +15,12 @@
 #                                               MVCNet epoch timings (alone on the GPU), the
 #                                               simulator comparison (as `sim`), then the encoding
 #                                               ridge GPU benchmark (ENC_BENCH_ARGS, ENC_S seconds)
+#   bash benchmarks/gpu_check.sh all OUTDIR     issues 3, 4 and 5 at once, bounded by DEADLINE (s, default
+#                                               530): the MVCNet simulator comparison (as `sim`),
+#                                               the four FLEEG arms (as `fleeg-duin`), the CUDA
+#                                               tests, and the Du-IN simulator experiment niced
+#                                               (DUIN_ARGS, its own --deadline); the MVCNet epoch
+#                                               timings only on an H100 (the H200's are measured)
 #   bash benchmarks/gpu_check.sh fleeg-duin OUTDIR
 #                                               CUDA tests; the FLEEG 9-site check at full size
 #                                               (federated and local-only arms of the positive and
@@ -33,9 +39,21 @@
 # benchmarks/README.md, "GPU check"); they are installed into /tmp/site first. The S001 files
 # come from $BCIKIT_REALDATA, or from .gpudata/s001.tgz when that variable is unset.
 set -u
-mode=${1:?usage: gpu_check.sh quick|full|sim|core|fleeg-duin OUTDIR}
-out=${2:?usage: gpu_check.sh quick|full|sim|core|fleeg-duin OUTDIR}
+mode=${1:?usage: gpu_check.sh quick|full|sim|core|fleeg-duin|all OUTDIR}
+out=${2:?usage: gpu_check.sh quick|full|sim|core|fleeg-duin|all OUTDIR}
 mkdir -p "$out"
+work=${WORK:-/tmp/bcikit-gpu}
+if [ "$mode" = all ]; then
+  # At most 8 files come back from a lent GPU: everything is staged and tarred into
+  # OUTDIR/all.tgz, every 45 s (so a call stopped from outside still returns what finished)
+  # and once at the end.
+  final=$out; out=/tmp/gpu_stage; rm -rf "$out"; mkdir -p "$out"
+  snapshot() {
+    tar czf "$final/all.tmp" --exclude=checkpoints -C / "${out#/}" "${work#/}" 2>/dev/null \
+      && mv "$final/all.tmp" "$final/all.tgz"
+  }
+  ( while sleep 45; do snapshot; done ) & snapper=$!
+fi
 export PYTHONUNBUFFERED=1 FLWR_TELEMETRY_ENABLED=0 MPLBACKEND=Agg
 PY=${PYTHON:-python3}
 if [ -d .whl ] && ! $PY -c "import braindecode, mne, pyriemann" 2>/dev/null; then
@@ -48,7 +66,6 @@ if [ -z "${BCIKIT_REALDATA:-}" ] && [ -f .gpudata/s001.tgz ]; then
   mkdir -p /tmp/realdata && tar xzf .gpudata/s001.tgz -C /tmp/realdata
   export BCIKIT_REALDATA=/tmp/realdata
 fi
-work=${WORK:-/tmp/bcikit-gpu}
 rm -rf "$work"; mkdir -p "$work"
 BCIKIT="$PY -m bcikit.cli"
 SIM=(mvcnet mvcnet_stem mi_eegnet mi_csp_lda mi_ts_lr)
@@ -82,6 +99,26 @@ wait_until() {  # wait_until T: wait for the processes in pids until $SECONDS re
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null && echo "stopped at the deadline: pid $p"; done
 }
 
+fleeg_start() {  # fleeg_start JOBS: the four FLEEG arms (federated / local, positive / negative control) in the background
+  local fl=(--size "${FL_SIZE:-full}" --rounds "${FL_ROUNDS:-250}" --n-test 0.25 --jobs "$1"
+            --device "${DEVICE:-cuda}" --verbose)
+  for arm in federated local; do
+    OMP_NUM_THREADS=1 $PY -m bcikit.federated.simulate "${fl[@]}" --kind $arm \
+      --out "$out/fleeg_$arm.json" >"$out/fleeg_$arm.log" 2>&1 & pids+=($!)
+    OMP_NUM_THREADS=1 $PY -m bcikit.federated.simulate "${fl[@]}" --kind $arm --negative-control \
+      --out "$out/fleeg_negative_$arm.json" >"$out/fleeg_negative_$arm.log" 2>&1 & pids+=($!)
+  done
+}
+
+fleeg_combine() {  # each control's two finished arms joined into its comparison
+  for neg in "" "--negative-control"; do
+    tag=fleeg${neg:+_negative}
+    [ -f "$out/${tag}_federated.json" ] && [ -f "$out/${tag}_local.json" ] && \
+      $PY -m bcikit.federated.simulate --size "${FL_SIZE:-full}" $neg --combine "$out/${tag}_federated.json" \
+        "$out/${tag}_local.json" --out "$out/$tag.json" 2>&1 | tail -12 | tee "$out/$tag.txt"
+  done
+}
+
 pack() {  # pack NAME DIR: the comparison folders without checkpoints, logs included
   tar czf "$out/$1.tgz" --exclude=checkpoints -C "$(dirname "$2")" "$(basename "$2")" \
     $(cd "$(dirname "$2")" && ls -d "$(basename "$2")"-*.log 2>/dev/null)
@@ -90,14 +127,8 @@ pack() {  # pack NAME DIR: the comparison folders without checkpoints, logs incl
 if [ "$mode" = fleeg-duin ]; then
   t0=$SECONDS; deadline=${DEADLINE:-540}
   dev=${DEVICE:-cuda}   # DEVICE=cpu FL_SIZE=tiny FL_ROUNDS=1 ENC_DURATION=300 ...: a dry run
-  fl=(--size "${FL_SIZE:-full}" --rounds "${FL_ROUNDS:-250}" --n-test 0.25 --jobs 4 --device $dev --verbose)
   pids=()
-  for arm in federated local; do
-    OMP_NUM_THREADS=1 $PY -m bcikit.federated.simulate "${fl[@]}" --kind $arm \
-      --out "$out/fleeg_$arm.json" >"$out/fleeg_$arm.log" 2>&1 & pids+=($!)
-    OMP_NUM_THREADS=1 $PY -m bcikit.federated.simulate "${fl[@]}" --kind $arm --negative-control \
-      --out "$out/fleeg_negative_$arm.json" >"$out/fleeg_negative_$arm.log" 2>&1 & pids+=($!)
-  done
+  fleeg_start 4
   if [ -f benchmarks/duin_simulator.py ]; then
     $PY benchmarks/duin_simulator.py ${DUIN_ARGS:---jobs 6} --device $dev --out "$out/duin_simulator.json" \
       >"$out/duin_simulator.log" 2>&1 & pids+=($!)
@@ -110,12 +141,7 @@ if [ "$mode" = fleeg-duin ]; then
   tail -3 "$out/cuda_tests.log"
   # wait for the experiments, up to the deadline minus the benchmarks' share
   wait_until $((t0 + deadline - ${BENCH_S:-100}))
-  for neg in "" "--negative-control"; do
-    tag=fleeg${neg:+_negative}
-    [ -f "$out/${tag}_federated.json" ] && [ -f "$out/${tag}_local.json" ] && \
-      $PY -m bcikit.federated.simulate --size "${FL_SIZE:-full}" $neg --combine "$out/${tag}_federated.json" \
-        "$out/${tag}_local.json" --out "$out/$tag.json" 2>&1 | tail -12 | tee "$out/$tag.txt"
-  done
+  fleeg_combine
   [ -f benchmarks/bench_duin.py ] && timeout 60 $PY benchmarks/bench_duin.py ${DUIN_BENCH_ARGS:-} \
     --device $dev --out "$out/duin_$dev.json" >"$out/bench_duin.log" 2>&1
   left=$((deadline - (SECONDS - t0) - 5))
@@ -155,6 +181,16 @@ sim_compare() {
   $BCIKIT compare "$sim/mvcnet-s1,$sim/mvcnet-s2,$sim/mvcnet-s3,$sim/mvcnet-s4,$sim/mvcnet-s5" \
     "${others[@]/#/$sim/}" --out "$sim/comparison" 2>&1 | tee "$out/sim_comparison.md"
 }
+if [ "$mode" = all ]; then
+  t0=$SECONDS; deadline=${DEADLINE:-530}
+  pids=()
+  fleeg_start 2   # CPU-only for their first minute (simulation, filtering)
+  if [ -f benchmarks/duin_simulator.py ]; then
+    nice -n 10 $PY benchmarks/duin_simulator.py ${DUIN_ARGS:---jobs 3 --threads 1} --device $sdev \
+      --deadline $((deadline - 40)) --out "$out/duin_simulator.json" >"$out/duin_simulator.log" 2>&1 &
+    pids+=($!)
+  fi
+fi
 if [ "$mode" = core ]; then
   t0=$SECONDS; deadline=${DEADLINE:-540}
   $PY -m pytest -p no:cacheprovider tests/test_cuda.py -q -rs >"$out/cuda_tests.log" 2>&1
@@ -163,7 +199,7 @@ if [ "$mode" = core ]; then
     >"$out/bench_mvcnet_gpu.log" 2>&1
   tail -12 "$out/bench_mvcnet_gpu.log"
 fi
-pids=()
+[ "$mode" = all ] || pids=()
 for s in 1 2 3 4 5; do
   $BCIKIT run pipelines/mvcnet.toml --device $sdev --no-progress --set "evaluate.seeds=[$s]" \
     "${extra[@]}" --out "$sim/mvcnet-s$s" >"$sim-mvcnet-s$s.log" 2>&1 &
@@ -174,6 +210,24 @@ for p in "${others[@]}"; do
     --out "$sim/$p" >"$sim-$p.log" 2>&1 &
   pids+=($!)
 done
+if [ "$mode" = all ]; then
+  # the CUDA tests beside the experiments (their assertions do not depend on load)
+  $PY -m pytest -p no:cacheprovider tests/test_cuda.py -q -rs >"$out/cuda_tests.log" 2>&1
+  tail -3 "$out/cuda_tests.log"
+  wait_until $((t0 + deadline - 25))
+  sim_compare
+  pack sim "$sim"
+  fleeg_combine
+  if nvidia-smi -L | grep -q H100; then
+    timeout 60 $PY benchmarks/bench_mvcnet_gpu.py --out "$out/mvcnet_gpu_h100.json" --epochs 4 \
+      >"$out/bench_mvcnet_gpu.log" 2>&1
+  fi
+  tail -n 3 "$out"/*.log "$sim"-*.log | head -120
+  tail -n 12 "$out/duin_simulator.log"
+  echo "gpu_check all: $((SECONDS - t0)) s"
+  kill $snapper 2>/dev/null; snapshot
+  exit 0
+fi
 if [ "$mode" = sim ]; then
   wait "${pids[@]}"
   sim_compare

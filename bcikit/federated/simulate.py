@@ -420,8 +420,8 @@ def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
                 continue
             t0 = time.perf_counter()
             sites = [Site(d, rounds=rounds, seed=seed, device=device) for d in datas]
-            res = (runner(sites, rounds, weighting=weighting, verbose=False)
-                   if kind == "federated" else runner(sites, rounds, verbose=False))
+            res = (runner(sites, rounds, weighting=weighting, verbose=verbose)
+                   if kind == "federated" else runner(sites, rounds, verbose=verbose))
             del sites
             timing[f"fold{fold}-{kind}"] = time.perf_counter() - t0
             if verbose:
