@@ -21,6 +21,9 @@
 #                                               tests, and the Du-IN simulator experiment niced
 #                                               (DUIN_ARGS, its own --deadline); the MVCNet epoch
 #                                               timings only on an H100 (the H200's are measured)
+#   bash benchmarks/gpu_check.sh fleeg OUTDIR   the four FLEEG arms alone (9 sites, full size, 250 rounds),
+#                                               bounded by DEADLINE (s, default 530), then their
+#                                               two comparisons; everything in OUTDIR/all.tgz
 #   bash benchmarks/gpu_check.sh fleeg-duin OUTDIR
 #                                               CUDA tests; the FLEEG 9-site check at full size
 #                                               (federated and local-only arms of the positive and
@@ -39,11 +42,11 @@
 # benchmarks/README.md, "GPU check"); they are installed into /tmp/site first. The S001 files
 # come from $BCIKIT_REALDATA, or from .gpudata/s001.tgz when that variable is unset.
 set -u
-mode=${1:?usage: gpu_check.sh quick|full|sim|core|fleeg-duin|all OUTDIR}
-out=${2:?usage: gpu_check.sh quick|full|sim|core|fleeg-duin|all OUTDIR}
+mode=${1:?usage: gpu_check.sh quick|full|sim|core|fleeg|fleeg-duin|all OUTDIR}
+out=${2:?usage: gpu_check.sh quick|full|sim|core|fleeg|fleeg-duin|all OUTDIR}
 mkdir -p "$out"
 work=${WORK:-/tmp/bcikit-gpu}
-if [ "$mode" = all ]; then
+if [ "$mode" = all ] || [ "$mode" = fleeg ]; then
   # At most 8 files come back from a lent GPU: everything is staged and tarred into
   # OUTDIR/all.tgz, every 45 s (so a call stopped from outside still returns what finished)
   # and once at the end.
@@ -123,6 +126,21 @@ pack() {  # pack NAME DIR: the comparison folders without checkpoints, logs incl
   tar czf "$out/$1.tgz" --exclude=checkpoints -C "$(dirname "$2")" "$(basename "$2")" \
     $(cd "$(dirname "$2")" && ls -d "$(basename "$2")"-*.log 2>/dev/null)
 }
+
+if [ "$mode" = fleeg ]; then
+  # session 7 (beside the MVCNet comparison and Du-IN on one H200): 55 s of simulation, about
+  # 55 s of preparation, 3 min for the first round (cuDNN autotuning of every site's shapes under
+  # that load), then 1.5-2.6 s per round; alone the four arms should finish in about 6 min
+  t0=$SECONDS; deadline=${DEADLINE:-530}
+  pids=()
+  fleeg_start 4
+  wait_until $((t0 + deadline))
+  fleeg_combine
+  for f in "$out"/fleeg*.log; do tr '\r' '\n' <"$f" | tail -n 2; done
+  echo "gpu_check fleeg: $((SECONDS - t0)) s"
+  kill $snapper 2>/dev/null; snapshot
+  exit 0
+fi
 
 if [ "$mode" = fleeg-duin ]; then
   t0=$SECONDS; deadline=${DEADLINE:-540}
