@@ -9,9 +9,9 @@ Data (``--data``):
 - ``smooth``: 3 independent 5-Hz low-passed Gaussian sources mixed into 10 channels (a fixed
   random matrix), z-scored: a signal a working tokenizer can reconstruct;
 - ``sim``: the sEEG word simulator's pre-training recordings (``make_seeg_words``, one
-  ``size="default"`` subject, ``--snr``, ``--minutes`` of recording in 60-s segments): the first
-  10 bipolar channels of vSMC/STG, 0.5-200 Hz band-pass, z-scored on segments 1-8; segments
-  9-10 are tiled into held-out crops.
+  ``size="default"`` subject, ``--snr``, ``--lfp-snr``, ``--minutes`` of recording in 60-s
+  segments): the first 10 bipolar channels of vSMC/STG, 0.5-200 Hz band-pass, z-scored on
+  segments 1-8; segments 9-10 are tiled into held-out crops.
 
 Session 7 (CPU, 2 threads, lr 3e-4, batch 32; ``benchmarks/README.md``, Du-IN): smooth 0.31
 after 100 steps (0.33 after 150); sim snr 512 stays at 1.000 for 300 steps, the codes in use
@@ -43,11 +43,12 @@ def smooth_data(rng: np.random.Generator, n_segments: int = 10) -> torch.Tensor:
     return torch.as_tensor(x / x[:8].std(axis=(0, 2), keepdims=True), dtype=torch.float32)
 
 
-def simulator_data(snr: float, minutes: float, seed: int) -> torch.Tensor:
+def simulator_data(snr: float, minutes: float, seed: int, lfp_snr: float = 0.0) -> torch.Tensor:
     from bcikit.simulate import make_seeg_words
 
     sim = make_seeg_words(size="default", n_subjects=1, n_words=61, n_trials_per_word=2,
-                          n_runs=2, pretrain_minutes=minutes, snr=snr, random_state=seed)
+                          n_runs=2, pretrain_minutes=minutes, snr=snr, lfp_snr=lfp_snr,
+                          random_state=seed)
     subject = next(iter(sim.pretrain))
     ts, el = sim.pretrain[subject], sim.electrodes[subject]
     region = dict(zip(el["name"], el["region"]))
@@ -68,6 +69,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--data", choices=("smooth", "sim"), default="sim")
     ap.add_argument("--snr", type=float, default=1.0)
     ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--lfp-snr", type=float, default=0.0,
+                    help="the simulator's opt-in word-locked low-frequency potential")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--every", type=int, default=100)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -80,7 +83,7 @@ def main(argv=None) -> dict:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     X = (smooth_data(rng) if args.data == "smooth"
-         else simulator_data(args.snr, args.minutes, 101 + args.seed))
+         else simulator_data(args.snr, args.minutes, 101 + args.seed, args.lfp_snr))
     n_train, length = 8, X.shape[2]
     test = torch.stack([X[s, :, a:a + CROP] for s in range(n_train, X.shape[0])
                         for a in range(0, length - CROP + 1, CROP)]).to(args.device)

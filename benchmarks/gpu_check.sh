@@ -15,15 +15,17 @@
 #                                               MVCNet epoch timings (alone on the GPU), the
 #                                               simulator comparison (as `sim`), then the encoding
 #                                               ridge GPU benchmark (ENC_BENCH_ARGS, ENC_S seconds)
-#   bash benchmarks/gpu_check.sh all OUTDIR     issues 3, 4 and 5 at once, bounded by DEADLINE (s, default
-#                                               530): the MVCNet simulator comparison (as `sim`),
-#                                               the four FLEEG arms (as `fleeg-duin`), the CUDA
-#                                               tests, and the Du-IN simulator experiment niced
-#                                               (DUIN_ARGS, its own --deadline); the MVCNet epoch
-#                                               timings only on an H100 (the H200's are measured)
-#   bash benchmarks/gpu_check.sh fleeg OUTDIR   the four FLEEG arms alone (9 sites, full size, 250 rounds),
-#                                               bounded by DEADLINE (s, default 530), then their
-#                                               two comparisons; everything in OUTDIR/all.tgz
+#   bash benchmarks/gpu_check.sh all OUTDIR     issues 3, 4 and 5 at once, bounded by DEADLINE
+#                                               (s, default 530): the MVCNet simulator comparison
+#                                               (as `sim`), the four FLEEG arms (as `fleeg`),
+#                                               the CUDA tests, and the Du-IN simulator
+#                                               experiment niced (DUIN_ARGS, its own --deadline);
+#                                               the MVCNet epoch timings only on an H100 (the
+#                                               H200's are measured)
+#   bash benchmarks/gpu_check.sh fleeg OUTDIR   the four FLEEG arms alone (9 sites, full size,
+#                                               250 rounds), bounded by DEADLINE (s, default 530),
+#                                               then their two comparisons; everything in
+#                                               OUTDIR/all.tgz
 #   bash benchmarks/gpu_check.sh fleeg-duin OUTDIR
 #                                               CUDA tests; the FLEEG 9-site check at full size
 #                                               (federated and local-only arms of the positive and
@@ -102,7 +104,8 @@ wait_until() {  # wait_until T: wait for the processes in pids until $SECONDS re
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null && echo "stopped at the deadline: pid $p"; done
 }
 
-fleeg_start() {  # fleeg_start JOBS: the four FLEEG arms (federated / local, positive / negative control) in the background
+fleeg_start() {  # fleeg_start JOBS: the four FLEEG arms in the background
+  # (federated / local-only, each on the positive sites and on the negative control)
   local fl=(--size "${FL_SIZE:-full}" --rounds "${FL_ROUNDS:-250}" --n-test 0.25 --jobs "$1"
             --device "${DEVICE:-cuda}" --verbose)
   for arm in federated local; do
