@@ -16,7 +16,8 @@ Data (``--data``):
 Session 7 (CPU, 2 threads, lr 3e-4, batch 32; ``benchmarks/README.md``, Du-IN): smooth 0.31
 after 100 steps (0.33 after 150); sim snr 512 stays at 1.000 for 300 steps, the codes in use
 falling to 1; sim snr 1 reaches 0.84-0.89 (10 codes) and, with ``--restart-dead-codes 10``,
-0.81 (878 codes) after 400 steps.
+0.81 (878 codes) after 400 steps; sim snr 2 with ``--lfp-snr 30`` 0.72 after 400 and 0.655
+after 800 steps, still falling.
 
     python benchmarks/duin_vqvae_probe.py --data sim --snr 1 --steps 400
 """
