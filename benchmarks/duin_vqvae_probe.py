@@ -46,6 +46,7 @@ def smooth_data(rng: np.random.Generator, n_segments: int = 10) -> torch.Tensor:
 
 def simulator_data(snr: float, minutes: float, seed: int, lfp_snr: float = 0.0) -> torch.Tensor:
     from bcikit.simulate import make_seeg_words
+    from bcikit.simulate.seeg_words import SPEECH_REGIONS
 
     sim = make_seeg_words(size="default", n_subjects=1, n_words=61, n_trials_per_word=2,
                           n_runs=2, pretrain_minutes=minutes, snr=snr, lfp_snr=lfp_snr,
@@ -54,7 +55,7 @@ def simulator_data(snr: float, minutes: float, seed: int, lfp_snr: float = 0.0) 
     ts, el = sim.pretrain[subject], sim.electrodes[subject]
     region = dict(zip(el["name"], el["region"]))
     idx = [i for i, n in enumerate(ts.ch_names)
-           if region[n.split("-")[0]] in ("vSMC", "STG")][:10]
+           if region[n.split("-")[0]] in SPEECH_REGIONS][:10]
     x = sosfiltfilt(butter(4, [0.5, 200], btype="band", fs=ts.sfreq, output="sos"),
                     np.asarray(ts.X)[:, idx], axis=-1)
     if x.shape[0] < 10:
