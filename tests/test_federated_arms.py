@@ -4,15 +4,16 @@ import json
 
 import pytest
 
-from bcikit.federated.simulate import main
+from bcikit.federated.simulate import (SiteSpec, combine_comparisons, main,
+                                       plot_site_gains)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_arms_apart_equal_arms_together(tmp_path):
-    common = ["--size", "tiny", "--sites", "2", "--rounds", "1", "--trials-per-class", "4", "--n-test", "1",
-              "--device", "cpu", "--seed", "1"]
+    common = ["--size", "tiny", "--sites", "2", "--rounds", "1", "--trials-per-class", "4",
+              "--n-test", "1", "--device", "cpu", "--seed", "1"]
     both = main(common + ["--out", str(tmp_path / "both.json")])
     main(common + ["--kind", "federated", "--out", str(tmp_path / "fed.json")])
     main(common + ["--kind", "local", "--out", str(tmp_path / "loc.json")])
@@ -24,6 +25,52 @@ def test_arms_apart_equal_arms_together(tmp_path):
         assert joined["sites"][site]["gain"] == pytest.approx(row["gain"], abs=1e-12)
     assert joined["paired"] == both["paired"]
     assert json.loads((tmp_path / "joined.json").read_text())["mean_gain"] == both["mean_gain"]
+    assert (tmp_path / "both.png").stat().st_size > 0 and (tmp_path / "joined.png").exists()
+    (tmp_path / "joined.json").unlink()  # the figure alone still blocks that --out
+    with pytest.raises(SystemExit, match="joined.png' exists"):
+        main(common + ["--kind", "local", "--out", str(tmp_path / "joined.json")])
     with pytest.raises(ValueError, match="need a federated and a local part"):
         main(common + ["--combine", str(tmp_path / "fed.json"),
                        "--out", str(tmp_path / "bad.json")])
+
+
+def test_site_gain_figure_sorts_sites_by_size():
+    def row(n, fed, loc):
+        return {"n_subjects": n, "federated_acc": fed, "local_acc": loc, "gain": fed - loc,
+                "subjects": {"S01": {"federated": fed, "local": loc}}}
+
+    result = {"sites": {"big": row(50, 0.9, 0.85), "small": row(4, 0.7, 0.5),
+                        "mid": row(12, 0.8, 0.7)},
+              "mean_gain": 0.117, "paired": {"n": 3, "wilcoxon": {"pvalue": 0.25}},
+              "gain_vs_size": -1.0, "rounds": 3}
+    fig = plot_site_gains(result)
+    bars = fig.axes[0].patches
+    assert [b.get_height() for b in bars[:3]] == [0.7, 0.8, 0.9]  # federated, small -> big
+    assert [b.get_height() for b in bars[3:6]] == [0.5, 0.7, 0.85]  # local
+    means = fig.axes[1].collections[-1].get_offsets()
+    assert means[:, 0].tolist() == [4, 12, 50]
+    assert means[:, 1].tolist() == pytest.approx([0.2, 0.1, 0.05])
+    assert "Wilcoxon p = 0.25" in fig._suptitle.get_text()
+
+
+def test_folds_run_apart_join():
+    specs = [SiteSpec("a", 14, 160.0, 1.0, 4, 10)]
+
+    def part(kind, fold, subject, acc):
+        return {"per": {"a": {subject: {"federated": [acc] if kind == "federated" else [],
+                                        "local": [acc] if kind == "local" else []}}},
+                "kinds": [kind], "rounds": 5, "folds": [fold], "n_test": 1}
+
+    parts = [part("federated", 0, "S01", 0.9), part("local", 0, "S01", 0.6),
+             part("federated", 1, "S02", 0.7), part("local", 1, "S02", 0.8)]
+    out = combine_comparisons(parts, specs)
+    assert out["folds"] == [0, 1] and out["paired"]["n"] == 2
+    assert out["sites"]["a"]["subjects"] == {"S01": {"federated": 0.9, "local": 0.6},
+                                             "S02": {"federated": 0.7, "local": 0.8}}
+    assert out["sites"]["a"]["gain"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="cover different folds"):
+        combine_comparisons(parts[:3], specs)
+    with pytest.raises(ValueError, match="federated arm holds a fold twice"):
+        combine_comparisons(parts + [part("federated", 1, "S02", 0.7)], specs)
+    with pytest.raises(ValueError, match=r"differ in \(rounds, n_test\)"):
+        combine_comparisons(parts[:3] + [{**parts[3], "rounds": 6}], specs)

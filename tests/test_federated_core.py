@@ -411,14 +411,23 @@ def test_mvcnet_federates_with_local_spatial_conv():
 
 
 # ---------------------------------------------------------------------------------- simulator
+def _cost(specs):
+    """Samples a round touches: channels x samples x trials, summed over sites."""
+    return sum(s.n_chans * s.n_times * s.n_subjects * 2 * s.trials_per_class for s in specs)
+
+
 def test_simulator_heterogeneity_and_determinism():
-    specs = site_specs(9, size="full")
-    assert min(s.n_chans for s in specs) == 14 and max(s.n_chans for s in specs) == 128
-    assert min(s.sfreq for s in specs) == 160 and max(s.sfreq for s in specs) == 512
-    assert min(s.duration for s in specs) == 1 and max(s.duration for s in specs) == 7
-    assert min(s.n_subjects for s in specs) == 4 and max(s.n_subjects for s in specs) == 50
-    for s in specs:  # every site has a FLEEG geometry
-        assert FLEEGNet(s.n_chans, 2, s.n_times, s.sfreq).lengths[3] == 7
+    for size in ("full", "compact"):  # the same ranges in both tables
+        specs = site_specs(9, size=size)
+        assert min(s.n_chans for s in specs) == 14 and max(s.n_chans for s in specs) == 128
+        assert min(s.sfreq for s in specs) == 160 and max(s.sfreq for s in specs) == 512
+        assert min(s.duration for s in specs) == 1 and max(s.duration for s in specs) == 7
+        assert min(s.n_subjects for s in specs) == 4 and max(s.n_subjects for s in specs) == 50
+        assert len({(s.n_chans, s.sfreq, s.duration) for s in specs}) == 9
+        for s in specs:  # every site has a FLEEG geometry
+            assert FLEEGNet(s.n_chans, 2, s.n_times, s.sfreq).lengths[3] == 7
+    # "compact" is the cheap one: under a quarter of "small"'s samples per round
+    assert _cost(site_specs(9, size="compact")) < _cost(site_specs(9, size="small")) / 4
     full = simulate_sites(3, size="tiny", seed=5)
     one = simulate_sites(3, size="tiny", seed=5, only=["sim-B"])
     assert len(one) == 1 and one[0][0].name == "sim-B"

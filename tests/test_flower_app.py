@@ -446,6 +446,7 @@ def test_parse_sites_forms(tmp_path):
     assert [s.name for s in sites] == ["sim-A", "sim-B", "sim-C", "sim-D"]
     assert sites[0].sim == {"n_sites": 4, "size": "tiny", "negative_control": True, "seed": 3}
     assert len(fl.parse_sites("sim")) == 9
+    assert fl.parse_sites("sim:compact:2")[1].sim["size"] == "compact"
     with pytest.raises(ValueError, match="unknown part 'huge'"):
         fl.parse_sites("sim:huge")
     with pytest.raises(FileNotFoundError, match="neither 'sim"):

@@ -317,10 +317,11 @@ def simulate(sites: str = "sim:small:9", *, rounds: int | None = None,
     Parameters
     ----------
     sites : str
-        Comma-separated items: ``"sim[:tiny|small|full][:N][:negative]"``, the real-site alias
-        ``"S001"`` (PhysioNet S001, split chronologically by run; left out, and listed under
-        ``skipped_sites``, when the real recordings are absent), sites files or dataset cards
-        (see :func:`bcikit.federated.flower.parse_sites`), e.g. ``"sim:tiny:2,S001"``.
+        Comma-separated items: ``"sim[:tiny|compact|small|full][:N][:negative]"``, the
+        real-site alias ``"S001"`` (PhysioNet S001, split chronologically by run; left out,
+        and listed under ``skipped_sites``, when the real recordings are absent), sites files
+        or dataset cards (see :func:`bcikit.federated.flower.parse_sites`), e.g.
+        ``"sim:tiny:2,S001"``.
     rounds : int or None
         Federated rounds (= local-only epochs); None: the preset's ``num-rounds``, else 250.
     out : path-like or None
@@ -458,9 +459,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Run the FLEEG Flower app as a simulation and the local-only baseline on "
                     "the same splits; write OUT/results.json.")
     s.add_argument("--sites", default="sim:small:9", metavar="CARDS_OR_SIM",
-                   help="comma-separated: 'sim[:tiny|small|full][:N][:negative]' (simulator), "
-                        "'S001' (PhysioNet S001 when ../shared/realdata is there, else left "
-                        "out), sites files ([[site]] tables) or dataset cards "
+                   help="comma-separated: 'sim[:tiny|compact|small|full][:N][:negative]' "
+                        "(simulator), 'S001' (PhysioNet S001 when ../shared/realdata is "
+                        "there, else left out), sites files ([[site]] tables) or dataset cards "
                         "(default sim:small:9; e.g. sim:tiny:2,S001)")
     s.add_argument("--preset", metavar="NAME",
                    help="run-config preset: 'fleeg' (bcikit defaults), 'fleeg-reference' "

@@ -78,12 +78,14 @@ from flwr.serverapp.strategy import (  # noqa: E402
 )
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords  # noqa: E402
 
+from .simulate import SIZES  # noqa: E402
 from .sites import Site  # noqa: E402
 
 __all__ = ["FLConfig", "SiteConfig", "SiteFailure", "parse_sites", "split_sites_text",
            "real_site", "site_unavailable", "REAL_SITES", "SITE_GROUPS", "SPLIT_NOTES",
            "site_config_from_node", "load_site_data", "build_site", "FleegStrategy",
-           "FleegDPFixedClipping", "make_server_app", "make_client_app", "server_main", "InProcessGrid", "PollingGrid",
+           "FleegDPFixedClipping", "make_server_app", "make_client_app", "server_main",
+           "InProcessGrid", "PollingGrid",
            "run_in_process", "fold_dir", "site_checkpoint_dir", "server_dir",
            "read_server_result", "SHARED_RECORD", "TRAIN_METRICS", "EVALUATE_METRICS",
            "TEST_METRICS", "IDENTIFY_METRICS"]
@@ -332,7 +334,6 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 # ============================================================================== site configs
-_SIM_SIZES = ("tiny", "small", "full")
 SITE_GROUPS = ("subject", "run", "chronological")
 #: Split descriptions written into ``bcikit fl simulate``'s results.json, per ``group``.
 SPLIT_NOTES = {
@@ -448,7 +449,7 @@ def _parse_sim(text: str) -> dict[str, Any]:
         raise ValueError(f"A simulator spec starts with 'sim'; got {text!r}.")
     out: dict[str, Any] = {"n_sites": 9, "size": "small", "negative_control": False, "seed": 0}
     for p in parts[1:]:
-        if p in _SIM_SIZES:
+        if p in SIZES:
             out["size"] = p
         elif p.isdigit():
             out["n_sites"] = int(p)
@@ -458,7 +459,7 @@ def _parse_sim(text: str) -> dict[str, Any]:
             out["seed"] = int(p[5:])
         else:
             raise ValueError(f"Simulator spec {text!r}: unknown part {p!r} (expected one of "
-                             f"{list(_SIM_SIZES)}, a site count, 'negative' or 'seed=N').")
+                             f"{list(SIZES)}, a site count, 'negative' or 'seed=N').")
     if not 1 <= out["n_sites"] <= 9:
         raise ValueError(f"Simulator spec {text!r}: the simulator has 1 to 9 sites; got "
                          f"{out['n_sites']}.")

@@ -37,7 +37,7 @@ import pandas as pd
 from ..utils import check_option, check_range, validate_type
 
 __all__ = ["SiteSpec", "site_specs", "simulate_sites", "make_site_data", "make_sites",
-           "compare_on_sites",
+           "compare_on_sites", "combine_comparisons", "plot_site_gains", "SIZES",
            "CLASSES"]
 
 CLASSES = ["left_hand", "right_hand"]
@@ -92,21 +92,42 @@ _TINY = (
     ("sim-H", 15, 200.0, 1.0, 3),
     ("sim-I", 14, 100.0, 1.5, 3),
 )
+# the full table's ranges (14-128 channels, 160-512 Hz, 1-7 s, 4-50 subjects) at about a sixth
+# of "small"'s compute per round (a thirtieth of "full"'s): the costly geometries (many
+# channels, high rate, long trials) go to the sites with few subjects, so a 9-site check of
+# many rounds fits a 2-core CPU
+_COMPACT = (
+    ("sim-A", 14, 160.0, 1.0, 50),
+    ("sim-B", 14, 160.0, 1.0, 40),
+    ("sim-C", 22, 160.0, 1.0, 25),
+    ("sim-D", 16, 200.0, 1.5, 20),
+    ("sim-E", 22, 200.0, 2.0, 12),
+    ("sim-F", 64, 250.0, 1.0, 8),
+    ("sim-G", 14, 512.0, 1.0, 6),
+    ("sim-H", 14, 160.0, 7.0, 5),
+    ("sim-I", 128, 200.0, 1.0, 4),
+)
+SIZES = ("full", "small", "compact", "tiny")
 
 
 def site_specs(n_sites: int = 9, *, size: str = "full") -> list[SiteSpec]:
     """The site table: ``size="full"`` (14-128 channels, 160-512 Hz, 1-7 s, 4-50 subjects,
     20 trials per class and subject), ``"small"`` (the same sites with a quarter of the
-    subjects, at least 4, and 15 trials per class) or ``"tiny"`` (small montages and rates,
-    3-5 subjects, 8 trials per class: for tests)."""
-    check_option(size, ("full", "small", "tiny"), "size", owner="site_specs")
+    subjects, at least 4, and 15 trials per class), ``"compact"`` (the full table's ranges of
+    channels, rates, lengths and subjects, 10 trials per class, the costly geometries on the
+    sites with few subjects: a many-round check on a CPU) or ``"tiny"`` (small montages and
+    rates, 3-5 subjects, 8 trials per class: for tests)."""
+    check_option(size, SIZES, "size", owner="site_specs")
     validate_type(n_sites, "int", "n_sites", owner="site_specs")
     check_range(n_sites, "n_sites", low=1, high=len(_FULL), owner="site_specs")
     out = []
-    for row_full, row_tiny in zip(_FULL[:n_sites], _TINY[:n_sites]):
+    for row_full, row_tiny, row_compact in zip(_FULL[:n_sites], _TINY[:n_sites],
+                                               _COMPACT[:n_sites]):
         if size == "tiny":
             name, c, fs, dur, subj = row_tiny
             out.append(SiteSpec(name, c, fs, dur, subj, 8, batch_size=16, lr=0.005))
+        elif size == "compact":
+            out.append(SiteSpec(*row_compact, 10, batch_size=64, lr=0.005))
         else:
             name, c, fs, dur, subj = row_full
             if size == "small":
@@ -272,7 +293,7 @@ def simulate_sites(n_sites: int = 9, *, size: str = "full", negative_control: bo
     ----------
     n_sites : int
         1 to 9 sites of the :func:`site_specs` table.
-    size : {"full", "small", "tiny"}
+    size : {"full", "small", "compact", "tiny"}
         Table size (see :func:`site_specs`).
     negative_control : bool
         Unrelated class structure per site (see the module notes).
@@ -444,14 +465,21 @@ def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
 def combine_comparisons(parts: Sequence[dict[str, Any]],
                         specs: Sequence[SiteSpec]) -> dict[str, Any]:
     """Join the one-arm results of :func:`compare_on_sites` (``kinds=("federated",)`` and
-    ``kinds=("local",)``, same sites, rounds and folds) into its two-arm result."""
+    ``kinds=("local",)``, same sites, rounds and ``n_test``) into its two-arm result.
+
+    Parts may hold different folds (run apart, e.g. fold 0 today and fold 1 tomorrow): both
+    arms must then cover the same folds, and no (arm, fold) may come twice.
+    """
     per: dict[str, dict[str, dict[str, list[float]]]] = {}
     seen, timing = set(), {}
+    done: dict[str, list[int]] = {"federated": [], "local": []}
     for part in parts:
         if "per" not in part:
             raise ValueError("combine_comparisons: each part must be a one-arm result of "
                              "compare_on_sites (with a 'per' table).")
         seen.update(part["kinds"])
+        for kind in part["kinds"]:
+            done[kind].extend(part["folds"])
         timing.update(part.get("timing_s", {}))
         for site, subjects in part["per"].items():
             for subj, arms in subjects.items():
@@ -461,13 +489,20 @@ def combine_comparisons(parts: Sequence[dict[str, Any]],
     if seen != {"federated", "local"}:
         raise ValueError(f"combine_comparisons: need a federated and a local part; got "
                          f"{sorted(seen)}.")
-    keys = {(p["rounds"], tuple(p["folds"]), p["n_test"]) for p in parts}
+    keys = {(p["rounds"], p["n_test"]) for p in parts}
     if len(keys) != 1:
-        raise ValueError(f"combine_comparisons: the parts differ in (rounds, folds, n_test): "
+        raise ValueError(f"combine_comparisons: the parts differ in (rounds, n_test): "
                          f"{sorted(keys)}.")
-    rounds, folds, n_test = keys.pop()
-    return _summarise(per, specs, rounds=rounds, folds=list(folds), n_test=n_test,
-                      timing=timing)
+    for kind, folds in done.items():
+        if len(set(folds)) != len(folds):
+            raise ValueError(f"combine_comparisons: the {kind} arm holds a fold twice: "
+                             f"{sorted(folds)}.")
+    if set(done["federated"]) != set(done["local"]):
+        raise ValueError(f"combine_comparisons: the arms cover different folds: federated "
+                         f"{sorted(done['federated'])}, local {sorted(done['local'])}.")
+    rounds, n_test = keys.pop()
+    return _summarise(per, specs, rounds=rounds, folds=sorted(done["federated"]),
+                      n_test=n_test, timing=timing)
 
 
 def _summarise(per, specs, *, rounds, folds, n_test, timing) -> dict[str, Any]:
@@ -500,11 +535,65 @@ def _summarise(per, specs, *, rounds, folds, n_test, timing) -> dict[str, Any]:
             "timing_s": timing}
 
 
+def plot_site_gains(result: dict[str, Any], path=None, *, chance: float = 0.5):
+    """Federated against local-only, per site (sorted by subject count) and per test subject.
+
+    Left: the two arms' test accuracy per site (mean over its test subjects). Right: each test
+    subject's gain (federated - local, faint points) and each site's mean gain (dots) against
+    the site's subject count, with the paired test and the size correlation in the title.
+    ``result`` is :func:`compare_on_sites`'s (or :func:`combine_comparisons`'s) two-arm output.
+    Returns the figure, or the saved ``path``.
+    """
+    from ..evaluate.figures import _plt, _save
+
+    plt = _plt()
+    sites = sorted(result["sites"].items(), key=lambda kv: kv[1]["n_subjects"])
+    labels = [f"{name}\n({row['n_subjects']})" for name, row in sites]
+    x = np.arange(len(sites))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.2))
+    ax.bar(x - 0.2, [r["federated_acc"] for _, r in sites], 0.4, label="federated",
+           color="tab:blue")
+    ax.bar(x + 0.2, [r["local_acc"] for _, r in sites], 0.4, label="local only",
+           color="tab:gray")
+    ax.axhline(chance, color="k", ls="--", lw=1, label=f"chance {chance:.2f}")
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("test accuracy (mean over test subjects)")
+    ax.set_xlabel("site (subjects)")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    rng = np.random.default_rng(0)
+    for _, row in sites:
+        g = [d["federated"] - d["local"] for d in row["subjects"].values()]
+        jitter = np.exp(rng.uniform(-0.06, 0.06, len(g)))
+        bx.scatter(row["n_subjects"] * jitter, g, s=12, color="tab:blue", alpha=0.3, lw=0)
+    bx.scatter([r["n_subjects"] for _, r in sites], [r["gain"] for _, r in sites], s=40,
+               color="tab:blue", zorder=3, label="site mean")
+    bx.axhline(0, color="k", lw=1)
+    bx.set_xscale("log")
+    sizes = sorted({r["n_subjects"] for _, r in sites})
+    bx.set_xticks(sizes, [str(n) for n in sizes])
+    bx.minorticks_off()
+    bx.set_xlabel("subjects at the site")
+    bx.set_ylabel("gain: federated - local")
+    bx.legend(loc="upper right", fontsize=8)
+    bx.grid(alpha=0.3)
+    paired = result.get("paired", {})
+    p = paired.get("wilcoxon", {}).get("pvalue", math.nan)
+    fig.suptitle(f"{'Negative control: ' if result.get('negative_control') else ''}"
+                 f"mean gain {result['mean_gain']:+.3f} over sites; Wilcoxon p = {p:.2g} over "
+                 f"{paired.get('n', 0)} test subjects\nSpearman(gain, subjects) = "
+                 f"{result['gain_vs_size']:.2f}; {result['rounds']} rounds")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``python -m bcikit.federated.simulate``: the simulator check of spec §8.4.
 
     Runs :func:`compare_on_sites` on the 9-site table (and, with ``--negative-control``, on the
-    unrelated-structure sites) and writes the result as JSON (``--out``, never overwritten).
+    unrelated-structure sites) and writes the result as JSON (``--out``, never overwritten) with
+    :func:`plot_site_gains`'s figure beside it (same name, ``.png``).
     """
     import argparse
     import json
@@ -513,10 +602,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     p = argparse.ArgumentParser(prog="python -m bcikit.federated.simulate",
                                 description=main.__doc__.splitlines()[0])
-    p.add_argument("--size", default="full", choices=("full", "small", "tiny"))
+    p.add_argument("--size", default="full", choices=SIZES)
     p.add_argument("--sites", type=int, default=9)
     p.add_argument("--rounds", type=int, default=250)
-    p.add_argument("--folds", type=int, default=1, help="folds 0..N-1 (default 1)")
+    p.add_argument("--folds", type=int, default=1, help="run N folds (default 1)")
+    p.add_argument("--first-fold", type=int, default=0,
+                   help="the first of them (default 0): folds K..K+N-1")
     p.add_argument("--n-test", type=float, default=1,
                    help="test subjects per site and fold (int), or a fraction in (0, 1)")
     p.add_argument("--trials-per-class", type=int, default=None)
@@ -532,8 +623,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    help="join one-arm JSON parts (same settings) instead of running")
     p.add_argument("--out", default=None, help="JSON file to write (must not exist)")
     args = p.parse_args(argv)
-    if args.out and Path(args.out).exists():
-        raise SystemExit(f"{args.out!r} exists; choose another --out.")
+    for taken in ([args.out, str(Path(args.out).with_suffix(".png"))] if args.out else []):
+        if Path(taken).exists():
+            raise SystemExit(f"{taken!r} exists; choose another --out.")
     specs = site_specs(args.sites, size=args.size)
     if args.trials_per_class:
         from dataclasses import replace
@@ -545,6 +637,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if part.get("size") != args.size or part.get("negative_control") != \
                     args.negative_control:
                 raise SystemExit(f"{f}: size/negative-control differ from this command's.")
+        drawn = {(part.get("seed"), part.get("difficulty")) for part in parts}
+        if len(drawn) != 1:
+            raise SystemExit(f"The parts come from different simulations (seed, difficulty): "
+                             f"{sorted(drawn, key=str)}; join parts of one simulation only.")
         out = combine_comparisons(parts, [s for s in specs])
         out.update({k: parts[0][k] for k in ("negative_control", "size", "specs",
                                                 "difficulty", "seed") if k in parts[0]})
@@ -563,7 +659,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"simulated {len(sims)} sites in {t_sim:.1f} s", flush=True)
     n_test = int(args.n_test) if args.n_test >= 1 else float(args.n_test)
     kinds = ("federated", "local") if args.kind == "both" else (args.kind,)
-    out = compare_on_sites(sims, rounds=args.rounds, folds=range(args.folds), n_test=n_test,
+    folds = range(args.first_fold, args.first_fold + args.folds)
+    out = compare_on_sites(sims, rounds=args.rounds, folds=folds, n_test=n_test,
                            device=args.device, jobs=args.jobs, kinds=kinds,
                            verbose=args.verbose)
     out.update({"negative_control": args.negative_control, "size": args.size,
@@ -586,6 +683,7 @@ def _report(out: dict[str, Any], path: str | None) -> dict[str, Any]:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(out, indent=1))
+        plot_site_gains(out, Path(path).with_suffix(".png"))
     for name, row in out["sites"].items():
         print(f"{name}: {row['n_subjects']:3d} subjects  federated {row['federated_acc']:.3f}  "
               f"local {row['local_acc']:.3f}  gain {row['gain']:+.3f}")
