@@ -32,6 +32,12 @@ def test_arms_apart_equal_arms_together(tmp_path):
     with pytest.raises(ValueError, match="need a federated and a local part"):
         main(common + ["--combine", str(tmp_path / "fed.json"),
                        "--out", str(tmp_path / "bad.json")])
+    for other, wrong in ((["--trials-per-class", "5"], "trials_per_class 4 .this command: 5"),
+                         (["--sites", "3"], "sim-C: name None")):
+        with pytest.raises(SystemExit, match=f"fed.json: its sites differ.*{wrong}"):
+            main(common + other + ["--combine", str(tmp_path / "fed.json"),
+                                   str(tmp_path / "loc.json"), "--out", str(tmp_path / "x.json")])
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_site_gain_figure_sorts_sites_by_size():

@@ -471,13 +471,12 @@ def combine_comparisons(parts: Sequence[dict[str, Any]],
     arms must then cover the same folds, and no (arm, fold) may come twice.
     """
     per: dict[str, dict[str, dict[str, list[float]]]] = {}
-    seen, timing = set(), {}
-    done: dict[str, list[int]] = {"federated": [], "local": []}
+    timing = {}
+    done: dict[str, list[int]] = {"federated": [], "local": []}  # folds per arm
     for part in parts:
         if "per" not in part:
             raise ValueError("combine_comparisons: each part must be a one-arm result of "
                              "compare_on_sites (with a 'per' table).")
-        seen.update(part["kinds"])
         for kind in part["kinds"]:
             done[kind].extend(part["folds"])
         timing.update(part.get("timing_s", {}))
@@ -486,9 +485,9 @@ def combine_comparisons(parts: Sequence[dict[str, Any]],
                 dst = per.setdefault(site, {}).setdefault(subj, {"federated": [], "local": []})
                 for kind in part["kinds"]:
                     dst[kind].extend(arms[kind])
-    if seen != {"federated", "local"}:
+    if not all(done.values()):
         raise ValueError(f"combine_comparisons: need a federated and a local part; got "
-                         f"{sorted(seen)}.")
+                         f"{sorted(k for k, f in done.items() if f)}.")
     keys = {(p["rounds"], p["n_test"]) for p in parts}
     if len(keys) != 1:
         raise ValueError(f"combine_comparisons: the parts differ in (rounds, n_test): "
@@ -637,6 +636,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if part.get("size") != args.size or part.get("negative_control") != \
                     args.negative_control:
                 raise SystemExit(f"{f}: size/negative-control differ from this command's.")
+        wanted = [s.to_dict() for s in specs]
+        for f, part in zip(args.combine, parts):
+            if part.get("specs") != wanted:
+                got = {d["name"]: d for d in part.get("specs") or []}
+                diff = [f"{w['name']}: {k} {got.get(w['name'], {}).get(k)!r} (this command: "
+                        f"{w[k]!r})" for w in wanted for k in w
+                        if got.get(w["name"], {}).get(k) != w[k]]
+                raise SystemExit(f"{f}: its sites differ from this command's (--sites, --size, "
+                                 f"--trials-per-class): {'; '.join(diff[:4]) or 'extra sites'}.")
         drawn = {(part.get("seed"), part.get("difficulty")) for part in parts}
         if len(drawn) != 1:
             raise SystemExit(f"The parts come from different simulations (seed, difficulty): "
