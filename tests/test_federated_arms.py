@@ -24,6 +24,12 @@ def test_arms_apart_equal_arms_together(tmp_path):
         assert joined["sites"][site]["subjects"] == row["subjects"]
         assert joined["sites"][site]["gain"] == pytest.approx(row["gain"], abs=1e-12)
     assert joined["paired"] == both["paired"]
+    assert joined["selection"] == both["selection"]  # the snapshot each site kept, per arm
+    for site in ("sim-A", "sim-B"):
+        for arm in ("federated", "local"):
+            (kept,) = both["selection"][site][arm]
+            assert kept["fold"] == 0 and kept["round"] in (0, 1)
+            assert kept["val_loss"] > 0 and 0 <= kept["val_acc"] <= 1
     assert json.loads((tmp_path / "joined.json").read_text())["mean_gain"] == both["mean_gain"]
     assert (tmp_path / "both.png").stat().st_size > 0 and (tmp_path / "joined.png").exists()
     (tmp_path / "joined.json").unlink()  # the figure alone still blocks that --out
@@ -71,6 +77,12 @@ def test_folds_run_apart_join():
              part("federated", 1, "S02", 0.7), part("local", 1, "S02", 0.8)]
     out = combine_comparisons(parts, specs)
     assert out["folds"] == [0, 1] and out["paired"]["n"] == 2
+    assert out["selection"] == {}  # parts written before the kept snapshots were recorded
+    parts = [{**q, "selection": {"a": {q["kinds"][0]: [{"fold": q["folds"][0], "round": i}]}}}
+             for i, q in enumerate(parts)]
+    assert combine_comparisons(parts, specs)["selection"] == {
+        "a": {"federated": [{"fold": 0, "round": 0}, {"fold": 1, "round": 2}],
+              "local": [{"fold": 0, "round": 1}, {"fold": 1, "round": 3}]}}
     assert out["sites"]["a"]["subjects"] == {"S01": {"federated": 0.9, "local": 0.6},
                                              "S02": {"federated": 0.7, "local": 0.8}}
     assert out["sites"]["a"]["gain"] == pytest.approx(0.1)

@@ -416,8 +416,11 @@ def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
         "subjects": {subject: {"federated", "local"}}}``; ``mean_gain`` over sites;
         ``paired``: Wilcoxon signed-rank and paired t-test over all (site, subject) pairs
         (``statistic``, ``pvalue``, ``n``); ``gain_vs_size``: Spearman correlation of the gain
-        with the site's subject count (negative = larger gains on smaller sites); ``timing_s``.
-        ``verbose`` prints the time of every run.
+        with the site's subject count (negative = larger gains on smaller sites); ``timing_s``;
+        ``selection``: per site and arm, for every fold, the snapshot kept (``fold``, ``round``,
+        ``val_loss``, ``val_acc``), so that a site scored at chance can be told from one whose
+        best validation loss came before it learnt anything. ``verbose`` prints the time of
+        every run.
 
         With only one of ``kinds`` (e.g. to run the federated and the local-only arm in two
         processes on one GPU), the per-subject accuracies are returned as ``per`` (plus
@@ -427,6 +430,7 @@ def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
 
     folds = list(folds)
     per: dict[str, dict[str, dict[str, list[float]]]] = {sp.name: {} for sp, _ in sims}
+    selection: dict[str, dict[str, list[dict[str, Any]]]] = {sp.name: {} for sp, _ in sims}
     import time
 
     from .sites import Site
@@ -449,6 +453,9 @@ def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
                 print(f"fold {fold} {kind}: {timing[f'fold{fold}-{kind}']:.1f} s, mean test "
                       f"acc {res.mean_acc():.3f}", flush=True)
             for name, m in res.sites.items():
+                selection[name].setdefault(kind, []).append(
+                    {"fold": fold, "round": m["best-round"], "val_loss": m["best-val-loss"],
+                     "val_acc": m["best-val-acc"]})
                 for subj, acc in m["subject-acc"].items():
                     per[name].setdefault(subj, {"federated": [], "local": []})[kind].append(acc)
     kinds = [k for k in ("federated", "local") if k in kinds]
@@ -457,9 +464,9 @@ def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
                          f"{list(kinds)!r}.")
     if len(kinds) == 1:
         return {"per": per, "kinds": kinds, "rounds": rounds, "folds": folds,
-                "n_test": n_test, "timing_s": timing}
+                "n_test": n_test, "timing_s": timing, "selection": selection}
     return _summarise(per, [sp for sp, _ in sims], rounds=rounds, folds=folds, n_test=n_test,
-                      timing=timing)
+                      timing=timing, selection=selection)
 
 
 def combine_comparisons(parts: Sequence[dict[str, Any]],
@@ -471,7 +478,8 @@ def combine_comparisons(parts: Sequence[dict[str, Any]],
     arms must then cover the same folds, and no (arm, fold) may come twice.
     """
     per: dict[str, dict[str, dict[str, list[float]]]] = {}
-    timing = {}
+    timing: dict[str, float] = {}
+    selection: dict[str, dict[str, list[dict[str, Any]]]] = {}
     done: dict[str, list[int]] = {"federated": [], "local": []}  # folds per arm
     for part in parts:
         if "per" not in part:
@@ -480,6 +488,9 @@ def combine_comparisons(parts: Sequence[dict[str, Any]],
         for kind in part["kinds"]:
             done[kind].extend(part["folds"])
         timing.update(part.get("timing_s", {}))
+        for site, arms in part.get("selection", {}).items():  # absent in parts before session 9
+            for kind, rows in arms.items():
+                selection.setdefault(site, {}).setdefault(kind, []).extend(rows)
         for site, subjects in part["per"].items():
             for subj, arms in subjects.items():
                 dst = per.setdefault(site, {}).setdefault(subj, {"federated": [], "local": []})
@@ -501,10 +512,10 @@ def combine_comparisons(parts: Sequence[dict[str, Any]],
                          f"{sorted(done['federated'])}, local {sorted(done['local'])}.")
     rounds, n_test = keys.pop()
     return _summarise(per, specs, rounds=rounds, folds=sorted(done["federated"]),
-                      n_test=n_test, timing=timing)
+                      n_test=n_test, timing=timing, selection=selection)
 
 
-def _summarise(per, specs, *, rounds, folds, n_test, timing) -> dict[str, Any]:
+def _summarise(per, specs, *, rounds, folds, n_test, timing, selection) -> dict[str, Any]:
     from scipy import stats
 
     out_sites = {}
@@ -531,7 +542,7 @@ def _summarise(per, specs, *, rounds, folds, n_test, timing) -> dict[str, Any]:
             if len(set(sizes)) > 1 and len(set(gains)) > 1 and len(specs) > 2 else math.nan)
     return {"sites": out_sites, "mean_gain": float(np.mean(gains)), "paired": paired,
             "gain_vs_size": corr, "rounds": rounds, "folds": list(folds), "n_test": n_test,
-            "timing_s": timing}
+            "timing_s": timing, "selection": selection}
 
 
 def plot_site_gains(result: dict[str, Any], path=None, *, chance: float = 0.5):
@@ -693,8 +704,10 @@ def _report(out: dict[str, Any], path: str | None) -> dict[str, Any]:
         Path(path).write_text(json.dumps(out, indent=1))
         plot_site_gains(out, Path(path).with_suffix(".png"))
     for name, row in out["sites"].items():
+        kept = out.get("selection", {}).get(name, {})
+        rounds = "  ".join(f"{k} kept round {[r['round'] for r in kept[k]]}" for k in kept)
         print(f"{name}: {row['n_subjects']:3d} subjects  federated {row['federated_acc']:.3f}  "
-              f"local {row['local_acc']:.3f}  gain {row['gain']:+.3f}")
+              f"local {row['local_acc']:.3f}  gain {row['gain']:+.3f}  {rounds}".rstrip())
     print(f"mean gain {out['mean_gain']:+.3f}; paired {out['paired']}; "
           f"gain vs size (Spearman) {out['gain_vs_size']:.2f}")
     return out
