@@ -29,7 +29,8 @@ def test_arms_apart_equal_arms_together(tmp_path):
         for arm in ("federated", "local"):
             (kept,) = both["selection"][site][arm]
             assert kept["fold"] == 0 and kept["round"] in (0, 1)
-            assert kept["val_loss"] > 0 and 0 <= kept["val_acc"] <= 1
+            assert kept["val_loss"] > 0 and 0 <= kept["best_val_acc"] <= 1
+            assert kept["best_val_acc_round"] in (0, 1)
     assert json.loads((tmp_path / "joined.json").read_text())["mean_gain"] == both["mean_gain"]
     assert (tmp_path / "both.png").stat().st_size > 0 and (tmp_path / "joined.png").exists()
     (tmp_path / "joined.json").unlink()  # the figure alone still blocks that --out

@@ -417,9 +417,11 @@ def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
         ``paired``: Wilcoxon signed-rank and paired t-test over all (site, subject) pairs
         (``statistic``, ``pvalue``, ``n``); ``gain_vs_size``: Spearman correlation of the gain
         with the site's subject count (negative = larger gains on smaller sites); ``timing_s``;
-        ``selection``: per site and arm, for every fold, the snapshot kept (``fold``, ``round``,
-        ``val_loss``, ``val_acc``), so that a site scored at chance can be told from one whose
-        best validation loss came before it learnt anything. ``verbose`` prints the time of
+        ``selection``: per site and arm, for every fold, the snapshot kept (``fold``; ``round``
+        and ``val_loss``: the lowest validation loss; ``best_val_acc`` and
+        ``best_val_acc_round``: the best validation accuracy, recorded, not used), so that a site
+        scored at chance can be told from one whose lowest validation loss came before it
+        learnt anything. ``verbose`` prints the time of
         every run.
 
         With only one of ``kinds`` (e.g. to run the federated and the local-only arm in two
@@ -455,7 +457,8 @@ def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
             for name, m in res.sites.items():
                 selection[name].setdefault(kind, []).append(
                     {"fold": fold, "round": m["best-round"], "val_loss": m["best-val-loss"],
-                     "val_acc": m["best-val-acc"]})
+                     "best_val_acc": m["best-val-acc"],
+                     "best_val_acc_round": m["best-val-acc-round"]})
                 for subj, acc in m["subject-acc"].items():
                     per[name].setdefault(subj, {"federated": [], "local": []})[kind].append(acc)
     kinds = [k for k in ("federated", "local") if k in kinds]
