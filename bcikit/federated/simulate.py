@@ -421,8 +421,7 @@ def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
         and ``val_loss``: the lowest validation loss; ``best_val_acc`` and
         ``best_val_acc_round``: the best validation accuracy, recorded, not used), so that a site
         scored at chance can be told from one whose lowest validation loss came before it
-        learnt anything. ``verbose`` prints the time of
-        every run.
+        learnt anything. ``verbose`` prints the time of every run.
 
         With only one of ``kinds`` (e.g. to run the federated and the local-only arm in two
         processes on one GPU), the per-subject accuracies are returned as ``per`` (plus
