@@ -7,7 +7,12 @@ channels and z-score fitted on the training runs, model selection on the validat
 (a) **Calibration**, decided in advance: Du-IN from scratch on the first subject, first seed, for
     every snr of ``--snr-grid``; the snr whose test accuracy is closest to 45 % (the middle of the
     spec's 30-60 % band; ties go to the lower snr) is used for everything below.
-    ``--snr`` skips the calibration.
+    ``--snr`` skips the calibration. ``--snr S --lfp-snr-grid L1 L2 ...`` calibrates the
+    opt-in word-locked low-frequency potential instead (``make_seeg_words(lfp_snr=...)``, not in
+    the spec): Du-IN from scratch at carrier snr S for each L, the same 45 % rule, and the main
+    runs use S and the chosen L. This is the deviation the session-7 measurements call for: at the
+    snr where the carrier alone makes words decodable, the tokenizer has nothing to reconstruct
+    (``benchmarks/README.md``, "Why rows 2-3 cannot pass at that snr").
 (b) At that snr, for each subject and seed:
 
     - Du-IN, MAE init: VQ-VAE, then masked code modelling, then fine-tuning;
@@ -22,8 +27,8 @@ channels and z-score fitted on the training runs, model selection on the validat
     It also runs the floor with the contribution ranking (``preprocess.channels=contribution``,
     top 10 refitted on each training split), to count how many chosen contacts lie in vSMC/STG
     (row 6).
-(c) **Null check**: snr = 0. Du-IN from scratch and the floor; the pooled accuracy's Wilson 95 %
-    CI should cover chance, 1/61.
+(c) **Null check**: snr = 0 and no word-locked potential, whatever ``--lfp-snr`` says. Du-IN from
+    scratch and the floor; the pooled accuracy's Wilson 95 % CI should cover chance, 1/61.
 
 Subjects: each simulated subject is an independent ``make_seeg_words(n_subjects=1,
 random_state=101 + i)``, so the subjects can run in separate processes. The lexicon is the same
@@ -329,6 +334,8 @@ def worker_main(spec_json: str) -> int:
                               else None)
     simulate = dict(spec["simulate"], snr=float(spec["snr"]),
                     random_state=int(spec["random_state"]), n_subjects=1)
+    if spec.get("lfp_snr"):  # 0: left out, so the pipeline sees the spec's simulator exactly
+        simulate["lfp_snr"] = float(spec["lfp_snr"])
     work = Path(spec["work"]) / spec["task"]
     work.mkdir(parents=True, exist_ok=True)
     log = Path(spec["work"]) / f"{spec['task']}.jsonl"
@@ -337,7 +344,7 @@ def worker_main(spec_json: str) -> int:
     for step in spec["steps"]:
         t0 = time.perf_counter()
         record: dict[str, Any] = {"task": spec["task"], "step": step, "subject": spec["subject"],
-                                  "snr": spec["snr"]}
+                                  "snr": spec["snr"], "lfp_snr": spec.get("lfp_snr") or 0.0}
         try:
             if step in PRETRAININGS:
                 path, extra = PRETRAININGS[step]
@@ -395,9 +402,10 @@ def _jsonable(obj):
 # =========================================================================================
 class Task:
     def __init__(self, name: str, phase: str, subject: str, random_state: int, snr: float | None,
-                 steps: list[str], seeds: list[int], weight: float):
+                 steps: list[str], seeds: list[int], weight: float, lfp_snr: float = 0.0):
         self.name, self.phase, self.subject = name, phase, subject
         self.random_state, self.snr, self.steps, self.seeds = random_state, snr, steps, seeds
+        self.lfp_snr = lfp_snr  # make_seeg_words(lfp_snr=...); 0 = the spec's simulator
         self.weight = weight  # relative expected duration (longest first)
         self.proc: subprocess.Popen | None = None
         self.started: float | None = None
@@ -422,6 +430,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="make_seeg_words(lfp_snr=...): an opt-in word-locked low-frequency "
                          "potential (not in the spec; 0 = the spec's simulator)")
     ap.add_argument("--snr-grid", type=float, nargs="+", default=None)
+    ap.add_argument("--lfp-snr-grid", type=float, nargs="+", default=None,
+                    help="calibrate lfp_snr instead of snr: Du-IN from scratch at --snr for each "
+                         "value, the one closest to 45 %% is used (needs --snr)")
     ap.add_argument("--subjects", type=int, default=None, help="number of simulated subjects")
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--folds", choices=("auto", "per-subject", "per-seed", "all"),
@@ -446,6 +457,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             ap.error("--jobs must be >= 1")
         if args.epochs_scale <= 0:
             ap.error("--epochs-scale must be > 0")
+        if args.lfp_snr_grid is not None:
+            if args.snr is None:
+                ap.error("--lfp-snr-grid calibrates the word-locked potential at a fixed carrier "
+                         "snr: give --snr too")
+            if args.lfp_snr:
+                ap.error("--lfp-snr-grid and --lfp-snr exclude each other (the grid chooses it)")
+            if any(v <= 0 for v in args.lfp_snr_grid):
+                ap.error(f"--lfp-snr-grid: every value must be > 0, got {args.lfp_snr_grid}")
         if args.out is None:
             args.out = C.RESULTS / "duin_simulator.json"
     return args
@@ -485,19 +504,17 @@ def build_plan(args) -> dict[str, Any]:
     epochs = {k: max(1, int(round(getattr(args, f"epochs_{k}") * args.epochs_scale)))
               for k in DEFAULT_EPOCHS}
     subjects = {f"R{101 + i}": 101 + i for i in range(n_subjects)}
-    simulate = dict(preset["simulate"])
-    if args.lfp_snr:
-        simulate["lfp_snr"] = float(args.lfp_snr)
-    return {"size": args.size, "simulate": simulate, "seeds": seeds,
+    return {"size": args.size, "simulate": dict(preset["simulate"]), "seeds": seeds,
             "seed_runs": seed_runs, "folds": folds, "epochs": epochs, "n_runs": n_runs,
             "epochs_spec": SPEC_EPOCHS, "epochs_scale": args.epochs_scale,
             "subjects": subjects,
             "snr_grid": args.snr_grid or preset["snr_grid"],
+            "lfp_snr": float(args.lfp_snr), "lfp_snr_grid": args.lfp_snr_grid,
             "null_subjects": min(preset["null_subjects"], n_subjects),
             "variants": args.variants}
 
 
-def main_tasks(plan: dict, snr: float) -> list[Task]:
+def main_tasks(plan: dict, snr: float, lfp_snr: float) -> list[Task]:
     """The tasks at the chosen snr: per subject, four processes (grouped by shared data and by
     dependency: the fine-tunings that reuse a pre-training run in the same process)."""
     v = set(plan["variants"])
@@ -515,7 +532,7 @@ def main_tasks(plan: dict, snr: float) -> list[Task]:
             needs = [p for p in PRETRAININGS if any(VARIANTS[s][2] == p for s in steps)]
             steps = needs + steps
             tasks.append(Task(f"main-{subj}-{tag}", "main", subj, rs, snr, steps, plan["seeds"],
-                              w))
+                              w, lfp_snr))
     return tasks
 
 
@@ -532,7 +549,8 @@ def task_groups(task: Task, plan: dict) -> list[dict]:
 
 def spawn(task: Task, plan: dict, args, device: str, work: Path, threads: int) -> None:
     spec = {"task": task.name, "subject": task.subject, "random_state": task.random_state,
-            "snr": task.snr, "steps": task.steps, "simulate": plan["simulate"],
+            "snr": task.snr, "lfp_snr": task.lfp_snr, "steps": task.steps,
+            "simulate": plan["simulate"],
             "groups": task_groups(task, plan), "share_data": task.phase == "main",
             "folds": plan["folds"], "epochs": plan["epochs"], "device": device,
             "threads": threads, "work": str(work)}
@@ -547,7 +565,8 @@ def spawn(task: Task, plan: dict, args, device: str, work: Path, threads: int) -
                                  stdout=log, stderr=subprocess.STDOUT, env=env,
                                  start_new_session=True)
     task.started = time.perf_counter()
-    print(f"[{_clock()}] start {task.name} (snr {task.snr}, steps {task.steps})", flush=True)
+    print(f"[{_clock()}] start {task.name} (snr {task.snr}, lfp_snr {task.lfp_snr}, steps "
+          f"{task.steps})", flush=True)
 
 
 _T0 = time.perf_counter()
@@ -569,22 +588,30 @@ def read_records(work: Path) -> list[dict]:
     return out
 
 
-def calibration_result(records: list[dict], grid: list[float]) -> dict:
+def calibration_result(records: list[dict], plan: dict) -> dict:
+    """The calibration's rows and choice: over ``plan["snr_grid"]`` at the plan's fixed
+    ``lfp_snr``, or over ``plan["lfp_snr_grid"]`` at a fixed snr (the tasks carry both)."""
+    axis = "lfp_snr" if plan.get("lfp_snr_grid") else "snr"
     rows = []
     for r in records:
         if r["task"].startswith("cal-") and r.get("kind") == "classify" and r["status"] == "ok":
             n = sum(x["n_test"] for x in r["rows"])
             k = sum(x["correct"] for x in r["rows"])
-            rows.append({"snr": r["snr"], "accuracy": k / n if n else None, "n_test": n,
-                         "correct": k, "seconds": r["seconds"]})
-    rows.sort(key=lambda x: x["snr"])
+            rows.append({"snr": r["snr"], "lfp_snr": r.get("lfp_snr", 0.0),
+                         "accuracy": k / n if n else None, "n_test": n, "correct": k,
+                         "seconds": r["seconds"]})
+    rows.sort(key=lambda x: (x["snr"], x["lfp_snr"]))
     done = [x for x in rows if x["accuracy"] is not None]
     chosen = None
     if done:
-        chosen = min(done, key=lambda x: (abs(x["accuracy"] - TARGET_ACCURACY), x["snr"]))["snr"]
-    return {"grid": grid, "rows": rows, "target_accuracy": TARGET_ACCURACY, "chosen_snr": chosen,
-            "rule": "Du-IN from scratch, first subject, first seed: the snr whose test accuracy "
-                    "is closest to 0.45 (ties: lower snr); decided before any other run."}
+        chosen = min(done, key=lambda x: (abs(x["accuracy"] - TARGET_ACCURACY), x[axis]))
+    return {"axis": axis, "grid": plan["lfp_snr_grid"] if axis == "lfp_snr" else plan["snr_grid"],
+            "rows": rows, "target_accuracy": TARGET_ACCURACY,
+            "chosen_snr": None if chosen is None else chosen["snr"],
+            "chosen_lfp_snr": None if chosen is None else chosen["lfp_snr"],
+            "rule": f"Du-IN from scratch, first subject, first seed: the {axis} whose test "
+                    f"accuracy is closest to 0.45 (ties: lower {axis}); decided before any other "
+                    "run."}
 
 
 def run(args) -> int:
@@ -606,29 +633,34 @@ def run(args) -> int:
     subjects = list(plan["subjects"].items())
     first_subj, first_rs = subjects[0]
     pending: list[Task] = []
-    if args.snr is None:
+    if plan["lfp_snr_grid"]:
+        for lfp in plan["lfp_snr_grid"]:
+            pending.append(Task(f"cal-lfp{lfp:g}", "calibration", first_subj, first_rs, args.snr,
+                                ["scratch"], plan["seeds"][:1], 10.0, lfp))
+    elif args.snr is None:
         for snr in plan["snr_grid"]:
             pending.append(Task(f"cal-snr{snr:g}", "calibration", first_subj, first_rs, snr,
-                                ["scratch"], plan["seeds"][:1], 10.0))
-    if not args.no_null:
+                                ["scratch"], plan["seeds"][:1], 10.0, plan["lfp_snr"]))
+    if not args.no_null:  # no word information at all: snr 0 and no word-locked potential
         for subj, rs in subjects[:plan["null_subjects"]]:
             pending.append(Task(f"null-{subj}", "null", subj, rs, 0.0,
                                 [s for s in ("scratch", "hg_lda") if s in plan["variants"]]
                                 or ["hg_lda"], plan["seeds"][:1], 1.0))
     snr_chosen = args.snr
     main_added = False
-    if snr_chosen is not None:
-        pending += main_tasks(plan, snr_chosen)
+    if snr_chosen is not None and not plan["lfp_snr_grid"]:
+        pending += main_tasks(plan, snr_chosen, plan["lfp_snr"])
         main_added = True
     running: list[Task] = []
     finished: list[Task] = []
-    state = {"stopped": False, "snr": snr_chosen}
+    state = {"stopped": False, "snr": snr_chosen,
+             "lfp_snr": None if plan["lfp_snr_grid"] else plan["lfp_snr"]}
 
     def write(status: str) -> None:
         records = read_records(work)
         payload = summarise(plan, records, finished + running + pending, status=status,
                             device=device, env=env, args=args, snr=state["snr"],
-                            threads=threads, work=work)
+                            lfp_snr=state["lfp_snr"], threads=threads, work=work)
         C.write_json(args.out, payload, overwrite=True)
 
     def on_term(signum, frame):  # the caller's deadline: keep what finished
@@ -672,16 +704,18 @@ def _loop(args, plan, device, work, threads, pending, running, finished, state, 
             finished.append(t)
             print(f"[{_clock()}] done  {t.name} in {t.seconds:.0f} s (exit {rc})", flush=True)
             if not main_added and not any(x.phase == "calibration" for x in running + pending):
-                cal = calibration_result(read_records(work), plan["snr_grid"])
-                snr_chosen = state["snr"] = cal["chosen_snr"]
-                if snr_chosen is None:
+                cal = calibration_result(read_records(work), plan)
+                if cal["chosen_snr"] is None:
                     print("calibration failed: no accuracy; see the logs in", work, flush=True)
                 else:
+                    snr_chosen = state["snr"] = cal["chosen_snr"]
+                    state["lfp_snr"] = cal["chosen_lfp_snr"]
                     print(f"[{_clock()}] calibration: "
-                          + ", ".join(f"snr {r['snr']:g} -> {r['accuracy']:.3f}"
-                                      for r in cal["rows"])
-                          + f"; chosen snr {snr_chosen:g}", flush=True)
-                    pending += main_tasks(plan, snr_chosen)
+                          + ", ".join(f"snr {r['snr']:g} lfp_snr {r['lfp_snr']:g} -> "
+                                      f"{r['accuracy']:.3f}" for r in cal["rows"])
+                          + f"; chosen snr {snr_chosen:g}, lfp_snr {state['lfp_snr']:g}",
+                          flush=True)
+                    pending += main_tasks(plan, snr_chosen, state["lfp_snr"])
                 main_added = True
             write("running")
         if args.deadline is not None and time.perf_counter() - _T0 > args.deadline:
@@ -792,11 +826,13 @@ def variant_summary(records: list[dict], variant: str, phase_prefix: str) -> dic
             "pooled_wilson_ci95": wilson(k_all, n_all)}
 
 
-def summarise(plan, records, tasks, *, status, device, env, args, snr, threads, work) -> dict:
+def summarise(plan, records, tasks, *, status, device, env, args, snr, lfp_snr, threads,
+              work) -> dict:
     n_words = plan["simulate"]["n_words"]
     chance = 1.0 / n_words
-    cal = calibration_result(records, plan["snr_grid"]) if args.snr is None else {
-        "chosen_snr": args.snr, "rule": "given with --snr (no calibration)"}
+    cal = calibration_result(records, plan) if args.snr is None or plan["lfp_snr_grid"] else {
+        "chosen_snr": args.snr, "chosen_lfp_snr": plan["lfp_snr"],
+        "rule": "given with --snr (no calibration)"}
     accuracy = {}
     for v in plan["variants"]:
         s = variant_summary(records, v, "main-")
@@ -851,9 +887,11 @@ def summarise(plan, records, tasks, *, status, device, env, args, snr, threads, 
                      "epochs": plan["epochs"], "epochs_spec": plan["epochs_spec"],
                      "epochs_scale": plan["epochs_scale"], "jobs": args.jobs,
                      "threads_per_job": threads, "variants": plan["variants"],
-                     "snr_grid": plan["snr_grid"], "n_words": n_words, "chance": chance,
+                     "snr_grid": plan["snr_grid"], "lfp_snr_grid": plan["lfp_snr_grid"],
+                     "n_words": n_words, "chance": chance,
                      "work": str(work)},
-        "calibration": cal, "snr": snr, "accuracy": accuracy, "comparisons": comparisons,
+        "calibration": cal, "snr": snr, "lfp_snr": lfp_snr, "accuracy": accuracy,
+        "comparisons": comparisons,
         "null": null, "pretraining": pretraining, "channel_selection": selection,
         "checks": checks, "task_seconds": timings, "step_seconds": steps,
         "failures": failures, "unfinished_tasks": unfinished,
@@ -907,12 +945,14 @@ def summary_table(res: dict) -> str:
         return "n/a" if x is None else f"{100 * x:.1f}"
 
     lines = [f"Du-IN simulator ({res['status']}; device {res['device']}; snr {res.get('snr')}; "
+             f"lfp_snr {res.get('lfp_snr', res['settings']['simulate'].get('lfp_snr', 0.0))}; "
              f"epochs {res['settings']['epochs']}; chance {pct(res['settings']['chance'])} %)"]
     cal = res.get("calibration") or {}
     if cal.get("rows"):
         lines.append("calibration (scratch): " + ", ".join(
-            f"snr {r['snr']:g}: {pct(r['accuracy'])} %" for r in cal["rows"])
-            + f" -> snr {cal.get('chosen_snr')}")
+            f"snr {r['snr']:g} lfp_snr {r.get('lfp_snr', 0.0):g}: {pct(r['accuracy'])} %"
+            for r in cal["rows"])
+            + f" -> snr {cal.get('chosen_snr')}, lfp_snr {cal.get('chosen_lfp_snr', 0.0)}")
     rows = []
     for v, s in res.get("accuracy", {}).items():
         rows.append([s["label"], f"{pct(s['mean'])} ± {pct(s['se'])}", str(s["n_subjects"]),

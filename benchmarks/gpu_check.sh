@@ -36,6 +36,11 @@
 #                                               DEADLINE (s, default 540) bounds the whole call:
 #                                               what is unfinished by then is stopped, and what
 #                                               finished is kept.
+#   bash benchmarks/gpu_check.sh duin OUTDIR    the Du-IN simulator experiment alone
+#                                               (benchmarks/duin_simulator.py, DUIN_ARGS; default:
+#                                               6 jobs, 40 classifier epochs, the word-locked
+#                                               potential calibrated at snr 2), its --deadline
+#                                               from DEADLINE (s, default 540)
 #
 # Everything it writes goes to OUTDIR: logs, benchmark JSON, and the comparison folders as
 # tarballs (the run folders without checkpoints). On a machine where bcikit is installed with
@@ -44,8 +49,8 @@
 # benchmarks/README.md, "GPU check"); they are installed into /tmp/site first. The S001 files
 # come from $BCIKIT_REALDATA, or from .gpudata/s001.tgz when that variable is unset.
 set -u
-mode=${1:?usage: gpu_check.sh quick|full|sim|core|fleeg|fleeg-duin|all OUTDIR}
-out=${2:?usage: gpu_check.sh quick|full|sim|core|fleeg|fleeg-duin|all OUTDIR}
+mode=${1:?usage: gpu_check.sh quick|full|sim|core|fleeg|fleeg-duin|duin|all OUTDIR}
+out=${2:?usage: gpu_check.sh quick|full|sim|core|fleeg|fleeg-duin|duin|all OUTDIR}
 mkdir -p "$out"
 work=${WORK:-/tmp/bcikit-gpu}
 if [ "$mode" = all ] || [ "$mode" = fleeg ]; then
@@ -142,6 +147,17 @@ if [ "$mode" = fleeg ]; then
   for f in "$out"/fleeg*.log; do tr '\r' '\n' <"$f" | tail -n 2; done
   echo "gpu_check fleeg: $((SECONDS - t0)) s"
   kill $snapper 2>/dev/null; snapshot
+  exit 0
+fi
+
+if [ "$mode" = duin ]; then
+  t0=$SECONDS; deadline=${DEADLINE:-540}
+  duin=(--jobs 6 --threads 2 --snr 2 --lfp-snr-grid 8 16 32 64 128 --epochs-classifier 40)
+  $PY benchmarks/duin_simulator.py ${DUIN_ARGS:-${duin[@]}} --device "${DEVICE:-cuda}" \
+    --deadline $((deadline - 15)) --work "$work/duin" --out "$out/duin_simulator.json" \
+    >"$out/duin_simulator.log" 2>&1
+  tail -n 30 "$out/duin_simulator.log"
+  echo "gpu_check duin: $((SECONDS - t0)) s"
   exit 0
 fi
 
