@@ -38,9 +38,9 @@
 #                                               finished is kept.
 #   bash benchmarks/gpu_check.sh duin OUTDIR    the Du-IN simulator experiment alone
 #                                               (benchmarks/duin_simulator.py, DUIN_ARGS; default:
-#                                               6 jobs, 40 classifier epochs, the word-locked
-#                                               potential calibrated at snr 2), its --deadline
-#                                               from DEADLINE (s, default 540)
+#                                               6 jobs, 2 seeds, 40 classifier epochs, the
+#                                               word-locked potential calibrated at snr 2), its
+#                                               --deadline from DEADLINE (s, default 540)
 #
 # Everything it writes goes to OUTDIR: logs, benchmark JSON, and the comparison folders as
 # tarballs (the run folders without checkpoints). On a machine where bcikit is installed with
@@ -152,7 +152,10 @@ fi
 
 if [ "$mode" = duin ]; then
   t0=$SECONDS; deadline=${DEADLINE:-540}
-  duin=(--jobs 6 --threads 2 --snr 2 --lfp-snr-grid 8 16 32 64 128 --epochs-classifier 40)
+  # 2 seeds: with 40 classifier epochs, 3 seeds need about 580 s of tasks (duin_simulator.py's
+  # estimate, scaled), more than the deadline
+  duin=(--jobs 6 --threads 2 --snr 2 --lfp-snr-grid 8 16 32 64 128 --epochs-classifier 40
+        --seeds 42 0)
   $PY benchmarks/duin_simulator.py ${DUIN_ARGS:-${duin[@]}} --device "${DEVICE:-cuda}" \
     --deadline $((deadline - 15)) --work "$work/duin" --out "$out/duin_simulator.json" \
     >"$out/duin_simulator.log" 2>&1
