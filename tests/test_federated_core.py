@@ -133,6 +133,12 @@ def test_split_site_loso_and_validation(sims):
     # a federation with K = 8 folds: subjects recur from fresh shuffles
     tests = [set(split_site(ts, fold=f, n_folds=8)[2].meta["subject"]).pop() for f in range(8)]
     assert set(tests[:5]) == subjects and len(tests) == 8
+    # quarter-subject folds: a second pass (n_folds=8) leaves the first pass's folds as they were
+    # and tests the subjects again, so runs of folds 0-3 and 4-7 join into one 8-fold check
+    quarter = {n: [tuple(sorted(set(split_site(ts, fold=f, n_test=0.25, n_folds=n)[2]
+                                        .meta["subject"]))) for f in range(n)] for n in (4, 8)}
+    assert quarter[8][:4] == quarter[4]
+    assert all(len(t) == 1 for t in quarter[8]) and set(sum(quarter[8][4:], ())) <= subjects
     # trial-wise validation (official): 10 % of the training trials, drawn from every subject
     tr, va, te = split_site(ts, fold=0, validation="trial")
     assert len(va) == round(0.1 * (len(tr) + len(va)))
@@ -182,6 +188,16 @@ def test_round_invariants_weights_and_results(sims):
         assert 0 <= m["test-acc"] <= 1 and m["best-round"] in (1, 2)
         assert m["num-examples"] == len(s.data.test)
         assert set(m["subject-acc"]) == set(s.data.test.meta["subject"])
+        # the last round's model, scored beside the kept snapshot (a selection diagnostic)
+        assert m["last-round"] == 2 and set(m["last-subject-acc"]) == set(m["subject-acc"])
+        last = s.score(s.data.test, snapshot="last")
+        assert m["last-test-acc"] == last["test-acc"]
+        if m["best-round"] == 2:  # the kept snapshot is the last model
+            assert last["test-loss"] == pytest.approx(m["test-loss"], abs=1e-6)
+        else:
+            assert last["test-loss"] != pytest.approx(m["test-loss"], abs=1e-6)
+    with pytest.raises(ValueError, match="snapshot"):
+        sites[0].score(sites[0].data.test, snapshot="mean")
     out = results_json(res, res)
     assert set(out["sites"]) == {s.name for s in sites}
     for name, row in out["sites"].items():

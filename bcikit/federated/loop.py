@@ -47,7 +47,10 @@ class FederatedResult:
     sites : dict
         Per site: ``test-acc``, ``test-loss``, ``num-examples`` (test trials), ``subject-acc``
         ``{subject: acc}``, ``best-round``, ``best-val-loss``, ``best-val-acc``,
-        ``best-val-acc-round``, ``n-train``; None for a site a baseline cannot score.
+        ``best-val-acc-round``, ``n-train``; ``last-round``, ``last-test-acc`` and
+        ``last-subject-acc``: the same test split scored with the last round's model (a
+        diagnostic of the snapshot selection, not the result); None for a site a baseline
+        cannot score.
     history : list of dict
         Per round ``{"round": r, "<site>": {train-loss, val-loss, val-acc}}``.
     weights : list of dict
@@ -70,9 +73,11 @@ class FederatedResult:
 
 def _site_summary(site: Site) -> dict[str, Any]:
     out = site.test(per_subject=True)
+    last = site.test(per_subject=True, snapshot="last")
     out.update({"best-round": site.best_round, "best-val-loss": site.best_loss,
                 "best-val-acc": site.best_acc, "best-val-acc-round": site.best_acc_round,
-                "n-train": site.n_train})
+                "n-train": site.n_train, "last-round": site.round,
+                "last-test-acc": last["test-acc"], "last-subject-acc": last["subject-acc"]})
     return out
 
 

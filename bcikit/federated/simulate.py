@@ -37,7 +37,7 @@ import pandas as pd
 from ..utils import check_option, check_range, validate_type
 
 __all__ = ["SiteSpec", "site_specs", "simulate_sites", "make_site_data", "make_sites",
-           "compare_on_sites", "combine_comparisons", "plot_site_gains", "SIZES",
+           "compare_on_sites", "combine_comparisons", "gain_by_size", "plot_site_gains", "SIZES",
            "CLASSES"]
 
 CLASSES = ["left_hand", "right_hand"]
@@ -399,6 +399,7 @@ def make_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int, fold: int =
 
 def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
                      folds: Iterable[int] = (0,), n_test: int | float = 1, seed: int = 123,
+                     n_folds: int | None = None,
                      device: str = "cpu", weighting: str = "samples", jobs: int = 1,
                      kinds: Sequence[str] = ("federated", "local"),
                      verbose: bool | None = None) -> dict[str, Any]:
@@ -421,7 +422,14 @@ def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
         and ``val_loss``: the lowest validation loss; ``best_val_acc`` and
         ``best_val_acc_round``: the best validation accuracy, recorded, not used), so that a site
         scored at chance can be told from one whose lowest validation loss came before it
-        learnt anything. ``verbose`` prints the time of every run.
+        learnt anything; each row also holds ``last_subject_acc`` ``{subject: acc}``, the test
+        subjects scored with the last round's model (a diagnostic of the selection, summarised
+        as ``last_round``, never the result). ``verbose`` prints the time of every run.
+
+        ``n_folds`` (default: see :func:`make_site_data`) sets how many folds the subject order
+        covers: more folds than one pass needs append fresh shuffles (spec §4), so folds past
+        the first pass test every site's subjects again. The first pass's folds do not depend
+        on it.
 
         With only one of ``kinds`` (e.g. to run the federated and the local-only arm in two
         processes on one GPU), the per-subject accuracies are returned as ``per`` (plus
@@ -439,7 +447,8 @@ def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
     timing = {}
     for fold in folds:
         t0 = time.perf_counter()
-        datas = make_site_data(sims, fold=fold, n_test=n_test, seed=seed, jobs=jobs)
+        datas = make_site_data(sims, fold=fold, n_test=n_test, n_folds=n_folds, seed=seed,
+                               jobs=jobs)
         timing[f"fold{fold}-prepare"] = time.perf_counter() - t0
         for kind, runner in (("federated", run_federated), ("local", run_local)):
             if kind not in kinds:
@@ -457,7 +466,8 @@ def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
                 selection[name].setdefault(kind, []).append(
                     {"fold": fold, "round": m["best-round"], "val_loss": m["best-val-loss"],
                      "best_val_acc": m["best-val-acc"],
-                     "best_val_acc_round": m["best-val-acc-round"]})
+                     "best_val_acc_round": m["best-val-acc-round"],
+                     "last_round": m["last-round"], "last_subject_acc": m["last-subject-acc"]})
                 for subj, acc in m["subject-acc"].items():
                     per[name].setdefault(subj, {"federated": [], "local": []})[kind].append(acc)
     kinds = [k for k in ("federated", "local") if k in kinds]
@@ -466,9 +476,12 @@ def compare_on_sites(sims: Sequence[tuple[SiteSpec, Any]], *, rounds: int = 250,
                          f"{list(kinds)!r}.")
     if len(kinds) == 1:
         return {"per": per, "kinds": kinds, "rounds": rounds, "folds": folds,
-                "n_test": n_test, "timing_s": timing, "selection": selection}
-    return _summarise(per, [sp for sp, _ in sims], rounds=rounds, folds=folds, n_test=n_test,
-                      timing=timing, selection=selection)
+                "n_test": n_test, "n_folds": n_folds, "timing_s": timing,
+                "selection": selection}
+    out = _summarise(per, [sp for sp, _ in sims], rounds=rounds, folds=folds, n_test=n_test,
+                     timing=timing, selection=selection)
+    out["n_folds"] = n_folds
+    return out
 
 
 def combine_comparisons(parts: Sequence[dict[str, Any]],
@@ -517,7 +530,9 @@ def combine_comparisons(parts: Sequence[dict[str, Any]],
                       n_test=n_test, timing=timing, selection=selection)
 
 
-def _summarise(per, specs, *, rounds, folds, n_test, timing, selection) -> dict[str, Any]:
+def _site_table(per, specs) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """Per-site accuracies (subjects averaged over their repeats first), the paired tests over
+    (site, subject) pairs and the site-level Spearman correlation of gain with site size."""
     from scipy import stats
 
     out_sites = {}
@@ -542,9 +557,83 @@ def _summarise(per, specs, *, rounds, folds, n_test, timing, selection) -> dict[
                        "ttest": {"statistic": float(t.statistic), "pvalue": float(t.pvalue)}})
     corr = (float(stats.spearmanr(sizes, gains).statistic)
             if len(set(sizes)) > 1 and len(set(gains)) > 1 and len(specs) > 2 else math.nan)
-    return {"sites": out_sites, "mean_gain": float(np.mean(gains)), "paired": paired,
-            "gain_vs_size": corr, "rounds": rounds, "folds": list(folds), "n_test": n_test,
-            "timing_s": timing, "selection": selection}
+    return out_sites, paired, corr
+
+
+def gain_by_size(sites: dict[str, Any]) -> dict[str, Any]:
+    """Is the gain largest on the smallest sites? Tests over subjects (spec §8.4).
+
+    ``sites`` is the ``sites`` table of :func:`compare_on_sites`. Every test subject's gain
+    (averaged over its repeats) is paired with its site's subject count.
+
+    Returns
+    -------
+    dict
+        ``spearman``: ``{"rho", "pvalue", "n"}``, the subject-level Spearman correlation of
+        gain with site size (negative = larger gains on smaller sites; two-sided p);
+        ``median_size``; ``small`` (sites up to the median site size) and ``large`` (above it):
+        ``{"sites", "n", "mean_gain", "wilcoxon_p"}`` (gain over that group's subjects, two-sided
+        signed-rank); ``mannwhitney_p``: one-sided test that the small sites' subjects gain more
+        than the large sites'. NaN where a test is undefined (too few subjects, no variation).
+    """
+    from scipy import stats
+
+    rows = [(row["n_subjects"], d["federated"] - d["local"], name)
+            for name, row in sites.items() for d in row["subjects"].values()]
+    sizes = np.array([r[0] for r in rows], dtype=float)
+    gains = np.array([r[1] for r in rows], dtype=float)
+    rho = p_rho = math.nan
+    if len(rows) > 2 and len(set(sizes)) > 1 and len(set(gains)) > 1:
+        res = stats.spearmanr(sizes, gains)
+        rho, p_rho = float(res.statistic), float(res.pvalue)
+    median = float(np.median([row["n_subjects"] for row in sites.values()]))
+    out: dict[str, Any] = {"spearman": {"rho": rho, "pvalue": p_rho, "n": len(rows)},
+                           "median_size": median}
+    for group, mask in (("small", sizes <= median), ("large", sizes > median)):
+        g = gains[mask]
+        p = (float(stats.wilcoxon(g).pvalue) if g.size > 1 and np.any(g != 0) else math.nan)
+        out[group] = {"sites": sorted({r[2] for r, m in zip(rows, mask) if m}),
+                      "n": int(g.size), "mean_gain": float(g.mean()) if g.size else math.nan,
+                      "wilcoxon_p": p}
+    small, large = gains[sizes <= median], gains[sizes > median]
+    out["mannwhitney_p"] = (float(stats.mannwhitneyu(small, large, alternative="greater").pvalue)
+                            if small.size and large.size else math.nan)
+    return out
+
+
+def _last_round_per(selection, specs) -> dict[str, Any] | None:
+    """The ``per`` table of the last round's models, from the selection rows; None unless every
+    site's rows in both arms carry ``last_subject_acc`` (parts before session 11 do not)."""
+    per: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for spec in specs:
+        arms = selection.get(spec.name, {})
+        rows = [(kind, r) for kind in ("federated", "local") for r in arms.get(kind, [])]
+        if not rows or any("last_subject_acc" not in r for _, r in rows) or \
+                {k for k, _ in rows} != {"federated", "local"}:
+            return None
+        for kind, r in rows:
+            for subj, acc in r["last_subject_acc"].items():
+                per.setdefault(spec.name, {}).setdefault(
+                    subj, {"federated": [], "local": []})[kind].append(acc)
+    return per
+
+
+def _summarise(per, specs, *, rounds, folds, n_test, timing, selection) -> dict[str, Any]:
+    out_sites, paired, corr = _site_table(per, specs)
+    out = {"sites": out_sites,
+           "mean_gain": float(np.mean([r["gain"] for r in out_sites.values()])),
+           "paired": paired, "gain_vs_size": corr, "rounds": rounds, "folds": list(folds),
+           "n_test": n_test, "timing_s": timing, "selection": selection,
+           "gain_by_size": gain_by_size(out_sites)}
+    last = _last_round_per(selection, specs)
+    if last is not None:  # diagnostic: the same table scored with the last round's models
+        l_sites, l_paired, l_corr = _site_table(last, specs)
+        out["last_round"] = {
+            "sites": {n: {k: r[k] for k in ("federated_acc", "local_acc", "gain")}
+                      for n, r in l_sites.items()},
+            "mean_gain": float(np.mean([r["gain"] for r in l_sites.values()])),
+            "paired": l_paired, "gain_vs_size": l_corr, "gain_by_size": gain_by_size(l_sites)}
+    return out
 
 
 def plot_site_gains(result: dict[str, Any], path=None, *, chance: float = 0.5):
@@ -622,6 +711,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    help="the first of them (default 0): folds K..K+N-1")
     p.add_argument("--n-test", type=float, default=1,
                    help="test subjects per site and fold (int), or a fraction in (0, 1)")
+    p.add_argument("--n-folds", type=int, default=None,
+                   help="folds the subject order covers (default: one pass); more append fresh "
+                        "shuffles, so folds past the first pass test the subjects again")
     p.add_argument("--trials-per-class", type=int, default=None)
     p.add_argument("--difficulty", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=0)
@@ -665,7 +757,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         out = combine_comparisons(parts, [s for s in specs])
         out.update({k: parts[0][k] for k in ("negative_control", "size", "specs",
                                                 "difficulty", "seed") if k in parts[0]})
-        out["parts"] = {f: {"kinds": p["kinds"], "total_s": p.get("total_s")}
+        out["parts"] = {f: {"kinds": p["kinds"], "folds": p["folds"],
+                            "n_folds": p.get("n_folds"), "total_s": p.get("total_s")}
                         for f, p in zip(args.combine, parts)}
         return _report(out, args.out)
     if args.device != "cpu":
@@ -682,7 +775,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     kinds = ("federated", "local") if args.kind == "both" else (args.kind,)
     folds = range(args.first_fold, args.first_fold + args.folds)
     out = compare_on_sites(sims, rounds=args.rounds, folds=folds, n_test=n_test,
-                           device=args.device, jobs=args.jobs, kinds=kinds,
+                           n_folds=args.n_folds, device=args.device, jobs=args.jobs, kinds=kinds,
                            verbose=args.verbose)
     out.update({"negative_control": args.negative_control, "size": args.size,
                 "specs": [s.to_dict() for s in specs], "simulate_s": t_sim,
@@ -712,6 +805,19 @@ def _report(out: dict[str, Any], path: str | None) -> dict[str, Any]:
               f"local {row['local_acc']:.3f}  gain {row['gain']:+.3f}  {rounds}".rstrip())
     print(f"mean gain {out['mean_gain']:+.3f}; paired {out['paired']}; "
           f"gain vs size (Spearman) {out['gain_vs_size']:.2f}")
+    by = out.get("gain_by_size")
+    if by:
+        print(f"over subjects: Spearman(gain, site size) {by['spearman']['rho']:+.2f} "
+              f"(p {by['spearman']['pvalue']:.3g}, n {by['spearman']['n']}); sites <= "
+              f"{by['median_size']:g} subjects {by['small']['mean_gain']:+.3f} (p "
+              f"{by['small']['wilcoxon_p']:.3g}), larger {by['large']['mean_gain']:+.3f} (p "
+              f"{by['large']['wilcoxon_p']:.3g}); small > large: Mann-Whitney p "
+              f"{by['mannwhitney_p']:.3g}")
+    if "last_round" in out:
+        last = out["last_round"]
+        print(f"last round's models (diagnostic, not the result): mean gain "
+              f"{last['mean_gain']:+.3f}; paired {last['paired']}; "
+              + "; ".join(f"{n} {r['gain']:+.3f}" for n, r in last["sites"].items()))
     return out
 
 

@@ -733,10 +733,17 @@ class Site:
         model.load_state_dict(self._best_state)
         return model
 
-    def score(self, ts: TrialSet, *, per_subject: bool = False) -> dict[str, Any]:
-        """Score a TrialSet with the best snapshot: ``test-acc``, ``test-loss``,
-        ``num-examples`` (and ``subject-acc`` ``{subject: acc}`` when ``per_subject``)."""
-        model = self.best_model()
+    def score(self, ts: TrialSet, *, per_subject: bool = False,
+              snapshot: str = "best") -> dict[str, Any]:
+        """Score a TrialSet: ``test-acc``, ``test-loss``, ``num-examples`` (and ``subject-acc``
+        ``{subject: acc}`` when ``per_subject``).
+
+        ``snapshot="best"`` (the protocol) scores the lowest-validation-loss snapshot;
+        ``"last"`` scores the model as it stands now (after the last round's merge), a
+        diagnostic of the selection, never the reported result.
+        """
+        check_option(snapshot, ("best", "last"), "snapshot", owner="Site.score")
+        model = self.best_model() if snapshot == "best" else self.model
         X, y = _as_tensors(ts, self.device)
         loss, acc, pred = self._score(model, X, y)
         out: dict[str, Any] = {"test-acc": acc, "test-loss": loss, "num-examples": len(ts)}
@@ -747,9 +754,10 @@ class Site:
                                   for s in sorted(set(subj), key=natural_key)}
         return out
 
-    def test(self, *, per_subject: bool = False) -> dict[str, Any]:
-        """Score the site's test split once with the lowest-validation-loss snapshot."""
-        return self.score(self.data.test, per_subject=per_subject)
+    def test(self, *, per_subject: bool = False, snapshot: str = "best") -> dict[str, Any]:
+        """Score the site's test split once with the lowest-validation-loss snapshot
+        (``snapshot="last"``: with the current model, see :meth:`score`)."""
+        return self.score(self.data.test, per_subject=per_subject, snapshot=snapshot)
 
     # ------------------------------------------------------------------ state
     def _optim_state(self) -> dict[str, Any]:
