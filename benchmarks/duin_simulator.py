@@ -614,6 +614,12 @@ def calibration_result(records: list[dict], plan: dict) -> dict:
                     "run."}
 
 
+def _calibrates(plan, args) -> bool:
+    """Whether this run calibrates (over snr without ``--snr``, or over ``--lfp-snr-grid``)
+    before its main tasks, rather than taking the value given with ``--snr``."""
+    return args.snr is None or bool(plan["lfp_snr_grid"])
+
+
 def run(args) -> int:
     device = _resolve_device(args.device)
     plan = build_plan(args)
@@ -648,7 +654,7 @@ def run(args) -> int:
                                 or ["hg_lda"], plan["seeds"][:1], 1.0))
     snr_chosen = args.snr
     main_added = False
-    if snr_chosen is not None and not plan["lfp_snr_grid"]:
+    if not _calibrates(plan, args):  # the snr is given: the main tasks start at once
         pending += main_tasks(plan, snr_chosen, plan["lfp_snr"])
         main_added = True
     running: list[Task] = []
@@ -830,7 +836,7 @@ def summarise(plan, records, tasks, *, status, device, env, args, snr, lfp_snr, 
               work) -> dict:
     n_words = plan["simulate"]["n_words"]
     chance = 1.0 / n_words
-    cal = calibration_result(records, plan) if args.snr is None or plan["lfp_snr_grid"] else {
+    cal = calibration_result(records, plan) if _calibrates(plan, args) else {
         "chosen_snr": args.snr, "chosen_lfp_snr": plan["lfp_snr"],
         "rule": "given with --snr (no calibration)"}
     accuracy = {}
