@@ -1,0 +1,70 @@
+"""The Du-IN simulator script's decisions (``benchmarks/duin_simulator.py``): which runs
+calibrate, and which snr / word-locked potential the calibration picks. The script itself needs a
+GPU to run for real; these are the parts that decide what it reports."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "duin_simulator.py"
+
+
+@pytest.fixture(scope="module")
+def sim():
+    spec = importlib.util.spec_from_file_location("duin_simulator_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    before = list(sys.path)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = before  # the script puts benchmarks/ first for its _common helper
+    return module
+
+
+def _record(task, snr, lfp, correct, n, status="ok", kind="classify"):
+    # two folds per record: the calibration pools their test trials
+    return {"task": task, "kind": kind, "status": status, "snr": snr, "lfp_snr": lfp,
+            "seconds": 1.0, "rows": [{"n_test": n // 2, "correct": correct // 2},
+                                     {"n_test": n - n // 2, "correct": correct - correct // 2}]}
+
+
+def test_which_runs_calibrate(sim):
+    args = sim.parse_args(["--size", "cpu", "--folds", "all"])
+    assert sim._calibrates(sim.build_plan(args), args)  # no --snr: over the snr grid
+    args = sim.parse_args(["--size", "cpu", "--folds", "all", "--snr", "2"])
+    assert not sim._calibrates(sim.build_plan(args), args)  # given: the main runs start at once
+    args = sim.parse_args(["--size", "cpu", "--folds", "all", "--snr", "2",
+                           "--lfp-snr-grid", "8", "16"])
+    plan = sim.build_plan(args)
+    assert sim._calibrates(plan, args) and plan["lfp_snr_grid"] == [8.0, 16.0]
+    for bad, match in ((["--lfp-snr-grid", "8"], "give --snr too"),
+                       (["--snr", "2", "--lfp-snr-grid", "8", "0"], "must be > 0"),
+                       (["--snr", "2", "--lfp-snr", "4", "--lfp-snr-grid", "8"], "exclude")):
+        with pytest.raises(SystemExit):
+            sim.parse_args(bad)
+
+
+def test_calibration_picks_the_value_closest_to_45_percent(sim):
+    plan = {"lfp_snr_grid": [8.0, 16.0, 32.0], "snr_grid": [2.0]}
+    records = [_record("cal-lfp8", 2.0, 8.0, 12, 60),      # 20 %
+               _record("cal-lfp16", 2.0, 16.0, 30, 60),    # 50 %: the closest
+               _record("cal-lfp32", 2.0, 32.0, 42, 60),    # 70 %
+               _record("cal-lfp64", 2.0, 64.0, 27, 60, status="failed"),  # 45 %, but failed
+               _record("main-R101", 2.0, 8.0, 27, 60),     # not a calibration run
+               _record("cal-lfp4", 2.0, 4.0, 27, 60, kind="pretrain")]
+    out = sim.calibration_result(records, plan)
+    assert out["axis"] == "lfp_snr" and out["grid"] == [8.0, 16.0, 32.0]
+    assert [r["lfp_snr"] for r in out["rows"]] == [8.0, 16.0, 32.0]
+    assert [r["accuracy"] for r in out["rows"]] == pytest.approx([0.2, 0.5, 0.7])
+    assert out["chosen_lfp_snr"] == 16.0 and out["chosen_snr"] == 2.0
+    # over the carrier snr, at the plan's fixed potential (0 in records that predate it)
+    plan = {"lfp_snr_grid": None, "snr_grid": [32.0, 128.0]}
+    records = [_record("cal-snr32", 32.0, 0.0, 6, 60), _record("cal-snr128", 128.0, 0.0, 24, 60)]
+    del records[0]["lfp_snr"]
+    out = sim.calibration_result(records, plan)
+    assert out["axis"] == "snr" and out["chosen_snr"] == 128.0 and out["chosen_lfp_snr"] == 0.0
+    # nothing finished: no choice, and the main runs are never started on a guess
+    out = sim.calibration_result([], plan)
+    assert out["chosen_snr"] is None and out["rows"] == []
