@@ -30,7 +30,7 @@ def _record(task, snr, lfp, correct, n, status="ok", kind="classify"):
                                      {"n_test": n - n // 2, "correct": correct - correct // 2}]}
 
 
-def test_which_runs_calibrate(sim):
+def test_which_runs_calibrate(sim, capsys):
     args = sim.parse_args(["--size", "cpu", "--folds", "all"])
     assert sim._calibrates(sim.build_plan(args), args)  # no --snr: over the snr grid
     args = sim.parse_args(["--size", "cpu", "--folds", "all", "--snr", "2"])
@@ -44,6 +44,7 @@ def test_which_runs_calibrate(sim):
                        (["--snr", "2", "--lfp-snr", "4", "--lfp-snr-grid", "8"], "exclude")):
         with pytest.raises(SystemExit):
             sim.parse_args(bad)
+        assert match in capsys.readouterr().err  # argparse's error names the argument's rule
 
 
 def test_calibration_picks_the_value_closest_to_45_percent(sim):
