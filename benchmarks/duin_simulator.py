@@ -91,6 +91,12 @@ What the JSON (``--out``) holds:
 - the null check, the channel-selection count, per-task wall times, and the spec's pass
   conditions evaluated on these numbers.
 
+Parts of one design run in different calls (other subjects or variants, on a CPU over several
+sessions) are pooled with ``--combine PART.json ... --out OUT.json``: the results JSON keeps
+every step record, and the statistics are recomputed on the pooled records. Parts must share
+the data, the epochs, the folds, snr and ``lfp_snr``; the same subject, variant and seed in two
+parts is refused.
+
 It saves partial results after each finished piece. Each pipeline step appends a line to
 ``<work>/<task>.jsonl``, and the parent rewrites the JSON after each task, at ``--deadline`` and
 on SIGTERM, so a timeout loses only the runs in flight.
@@ -120,8 +126,9 @@ epochs): **about 8-9 min alone on the machine**. More if other jobs share it: th
   (fp32) and 27 ms (bf16). An epoch of 23 steps alone is therefore about 0.5 s; the 0.8-1.0 s
   above is the cost of sharing the GPU six ways.
 - CPU smoke (2 loaded cores, ``--size tiny --epochs-scale 0.01``): 3.8 min wall, of which the
-  scheduling overhead is a few seconds. The CPU is 300-700 times slower per step (classifier
-  step 8-14 s against 20 ms), so the GPU figures above, not a CPU ratio, set the estimate.
+  scheduling overhead is a few seconds. On that loaded machine a classifier step took 8-14 s;
+  on a quiet one (session 12, ``results/duin_cpu.json``) it takes 0.46 s with 2 threads, 23
+  times the H200's 20 ms. The GPU figures above, not a CPU ratio, set the estimate.
 - Second H200 probe, current defaults (15 classifier epochs), stopped at 285 s. The first
   wave (4 calibration tasks beside 2 null tasks) took 65-83 s. The pre-training comparison
   task (pre-training, then MAE and VQ-VAE fine-tuning with 3 seeds each) took 200-202 s per
@@ -169,6 +176,11 @@ SIZES: dict[str, dict[str, Any]] = {
               "null_subjects": 1,
               "simulate": {"size": "test", "n_words": 20, "n_trials_per_word": 8, "n_runs": 4,
                            "pretrain_minutes": 4.0}},
+    # the CPU-sized comparison of session 12: 12 words, 12 training trials per word (as in
+    # "default"), 4 subjects x 3 seeds as spec row 4 asks
+    "compact": {"n_subjects": 4, "seeds": [42, 0, 1], "snr_grid": [2.0], "null_subjects": 2,
+                "simulate": {"size": "default", "n_words": 12, "n_trials_per_word": 20,
+                             "n_runs": 5, "pretrain_minutes": 10.0}},
     # a CPU comparison of a few minutes per subject (4 words, 16 training trials per word)
     "cpu": {"n_subjects": 2, "seeds": [42], "snr_grid": [2.0], "null_subjects": 1,
             "simulate": {"size": "tiny", "n_words": 4, "n_trials_per_word": 32, "n_runs": 4,
@@ -448,11 +460,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=None,
                     help="JSON (default benchmarks/results/duin_simulator.json)")
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--combine", type=Path, nargs="+", default=None, metavar="PART",
+                    help="pool the records of results JSONs written by earlier calls (parts of "
+                         "one design) into --out, and print the summary")
     ap.add_argument("--summary-from", type=Path, default=None,
                     help="print the summary table of a results JSON and exit")
     ap.add_argument("--_task", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args._task is None and args.summary_from is None:
+    if args._task is None and args.summary_from is None and args.combine is None:
         if args.jobs < 1:
             ap.error("--jobs must be >= 1")
         if args.epochs_scale <= 0:
@@ -832,15 +847,98 @@ def variant_summary(records: list[dict], variant: str, phase_prefix: str) -> dic
             "pooled_wilson_ci95": wilson(k_all, n_all)}
 
 
-def summarise(plan, records, tasks, *, status, device, env, args, snr, lfp_snr, threads,
-              work) -> dict:
-    n_words = plan["simulate"]["n_words"]
-    chance = 1.0 / n_words
-    cal = calibration_result(records, plan) if _calibrates(plan, args) else {
-        "chosen_snr": args.snr, "chosen_lfp_snr": plan["lfp_snr"],
-        "rule": "given with --snr (no calibration)"}
+NOTES = [
+    "Accuracy of a (subject, seed): correct / n over its test split(s). Mean +/- s.e. over "
+    "subjects of the per-subject means over seeds.",
+    "Comparisons: paired differences over subject x seed pairs; bootstrap_ci95 resamples the "
+    "pairs, cluster_bootstrap_ci95 resamples subjects then seeds within them; wilcoxon_p: "
+    "two-sided signed-rank test over the pairs (pairs within a subject are not independent: "
+    "read it with the cluster CI).",
+    "Reduced recipe: epochs and data sizes in settings; the spec's are 400/400/200 epochs and "
+    "61 x 40 trials, 30 min of pre-training per subject.",
+]
+
+#: settings every part of a combined result must share (``combine``)
+SHARED_SETTINGS = ("simulate", "epochs", "folds", "n_words")
+
+
+def combine(paths: list[Path]) -> dict:
+    """Pool the step records of several results JSONs (parts of one design run in different
+    calls: other subjects, other variants) into one result, with the statistics recomputed on
+    the pooled records.
+
+    Refused, naming the file and the field: a part without ``records`` (written before they
+    were stored), parts that differ in the data, the epochs, the folds, the carrier snr or the
+    word-locked potential, and the same (subject, variant, seed) in two parts.
+    """
+    if len(paths) < 2:
+        raise SystemExit("--combine needs at least two results JSONs")
+    parts = []
+    for p in paths:
+        try:
+            res = json.loads(Path(p).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise SystemExit(f"--combine: cannot read {p}: {err}") from None
+        if "records" not in res:
+            raise SystemExit(f"--combine: {p} has no 'records' (it was written before results "
+                             "kept them); it cannot be pooled")
+        parts.append((Path(p), res))
+    first_path, first = parts[0]
+    for p, res in parts[1:]:
+        for key in SHARED_SETTINGS:
+            if res["settings"].get(key) != first["settings"].get(key):
+                raise SystemExit(f"--combine: {p} has settings.{key} = "
+                                 f"{res['settings'].get(key)!r}, but {first_path} has "
+                                 f"{first['settings'].get(key)!r}; parts must share it")
+        for key in ("snr", "lfp_snr"):
+            if res.get(key) != first.get(key):
+                raise SystemExit(f"--combine: {p} ran at {key} {res.get(key)!r}, but "
+                                 f"{first_path} at {first.get(key)!r}")
+    records, seen = [], {}
+    for p, res in parts:
+        for r in res["records"]:
+            if r.get("task", "").startswith("main-") and r.get("kind") == "classify":
+                for x in r.get("rows", []):
+                    key = (r["subject"], r["variant"], x["seed"])
+                    if key in seen and r["status"] == "ok":
+                        raise SystemExit(f"--combine: subject {key[0]}, {key[1]}, seed {key[2]} "
+                                         f"is in both {seen[key]} and {p}")
+                    if r["status"] == "ok":
+                        seen[key] = p
+            records.append(r)
+    variants = []
+    for _, res in parts:
+        variants += [v for v in res["settings"]["variants"] if v not in variants]
+    chance = 1.0 / first["settings"]["n_words"]
+    settings = dict(first["settings"])
+    settings["variants"] = variants
+    settings["subjects_random_state"] = {k: v for _, res in parts
+                                         for k, v in res["settings"]
+                                         .get("subjects_random_state", {}).items()}
+    for key in ("work", "jobs", "threads_per_job", "test_runs"):
+        settings.pop(key, None)
+    return {"benchmark": "duin_simulator", "status": "combined",
+            "device": sorted({res["device"] for _, res in parts}),
+            "parts": [{"file": str(p), "status": res["status"], "device": res["device"],
+                       "variants": res["settings"]["variants"],
+                       "subjects": sorted({r["subject"] for r in res["records"]})}
+                      for p, res in parts],
+            "settings": settings,
+            "calibration": next((res["calibration"] for _, res in parts
+                                 if (res.get("calibration") or {}).get("rows")),
+                                first.get("calibration")),
+            "snr": first.get("snr"), "lfp_snr": first.get("lfp_snr"),
+            **analyse(records, variants, chance),
+            "failures": [f for _, res in parts for f in res.get("failures", [])],
+            "records": records, "notes": NOTES}
+
+
+def analyse(records: list[dict], variants: list[str], chance: float) -> dict:
+    """Accuracy per variant, the paired comparisons, the null check, the pre-training metrics,
+    the channel-selection counts and the spec's checks, from the workers' step records (one
+    run's, or several parts' pooled by :func:`combine`)."""
     accuracy = {}
-    for v in plan["variants"]:
+    for v in variants:
         s = variant_summary(records, v, "main-")
         if s is not None:
             accuracy[v] = s
@@ -876,6 +974,18 @@ def summarise(plan, records, tasks, *, status, device, env, args, snr, lfp_snr, 
         if r.get("variant") == "hg_lda_contribution" and r["status"] == "ok":
             selection[r["subject"]] = r.get("selection", [])
     checks = _checks(accuracy, comparisons, null, pretraining, selection)
+    return {"accuracy": accuracy, "comparisons": comparisons, "null": null,
+            "pretraining": pretraining, "channel_selection": selection, "checks": checks}
+
+
+def summarise(plan, records, tasks, *, status, device, env, args, snr, lfp_snr, threads,
+              work) -> dict:
+    n_words = plan["simulate"]["n_words"]
+    chance = 1.0 / n_words
+    cal = calibration_result(records, plan) if _calibrates(plan, args) else {
+        "chosen_snr": args.snr, "chosen_lfp_snr": plan["lfp_snr"],
+        "rule": "given with --snr (no calibration)"}
+    found = analyse(records, plan["variants"], chance)
     timings = {t.name: {"seconds": t.seconds, "exit": t.returncode, "steps": t.steps}
                for t in tasks if t.seconds is not None}
     steps = [{"task": r["task"], "step": r["step"], "seconds": r["seconds"],
@@ -896,21 +1006,13 @@ def summarise(plan, records, tasks, *, status, device, env, args, snr, lfp_snr, 
                      "snr_grid": plan["snr_grid"], "lfp_snr_grid": plan["lfp_snr_grid"],
                      "n_words": n_words, "chance": chance,
                      "work": str(work)},
-        "calibration": cal, "snr": snr, "lfp_snr": lfp_snr, "accuracy": accuracy,
-        "comparisons": comparisons,
-        "null": null, "pretraining": pretraining, "channel_selection": selection,
-        "checks": checks, "task_seconds": timings, "step_seconds": steps,
+        "calibration": cal, "snr": snr, "lfp_snr": lfp_snr, **found,
+        "task_seconds": timings, "step_seconds": steps,
         "failures": failures, "unfinished_tasks": unfinished,
-        "notes": [
-            "Accuracy of a (subject, seed): correct / n over its test split(s). Mean +/- s.e. "
-            "over subjects of the per-subject means over seeds.",
-            "Comparisons: paired differences over subject x seed pairs; bootstrap_ci95 resamples "
-            "the pairs, cluster_bootstrap_ci95 resamples subjects then seeds within them; "
-            "wilcoxon_p: two-sided signed-rank test over the pairs (pairs within a subject are "
-            "not independent: read it with the cluster CI).",
-            "Reduced recipe: epochs and data sizes in settings; the spec's are 400/400/200 "
-            "epochs and 61 x 40 trials, 30 min of pre-training per subject.",
-        ],
+        # every step's record as the workers wrote it (tracebacks are under "failures"), so a
+        # later call can pool parts of one declared design run in different sessions
+        "records": [{k: v for k, v in r.items() if k != "traceback"} for r in records],
+        "notes": NOTES,
     }
 
 
@@ -1003,6 +1105,16 @@ def main(argv: list[str] | None = None) -> int:
         return worker_main(args._task)
     if args.summary_from is not None:
         print(summary_table(json.loads(args.summary_from.read_text())))
+        return 0
+    if args.combine is not None:
+        if args.out is None:
+            raise SystemExit("--combine needs --out")
+        if args.out.exists() and not args.overwrite:
+            raise SystemExit(f"{args.out} already exists; pass --overwrite to replace it.")
+        res = combine(args.combine)
+        C.write_json(args.out, res, overwrite=True)
+        print(summary_table(res))
+        print(f"\nwrote {args.out}")
         return 0
     import warnings
 

@@ -69,3 +69,53 @@ def test_calibration_picks_the_value_closest_to_45_percent(sim):
     # nothing finished: no choice, and the main runs are never started on a guess
     out = sim.calibration_result([], plan)
     assert out["chosen_snr"] is None and out["rows"] == []
+
+
+def _part(tmp_path, name, subjects, correct, *, lfp=36.0, records=True):
+    """A results JSON as the script writes it, holding MAE and scratch runs of ``subjects``:
+    ``correct[(subject, variant)]`` = correct test trials of seeds 42 and 0 (out of 48)."""
+    recs = []
+    for subj in subjects:
+        for variant, tag in (("mae", "A"), ("scratch", "S")):
+            k42, k0 = correct[(subj, variant)]
+            recs.append({"task": f"main-{subj}-{tag}", "kind": "classify", "variant": variant,
+                         "subject": subj, "status": "ok", "seconds": 1.0, "snr": 2.0,
+                         "lfp_snr": lfp,
+                         "rows": [{"seed": 42, "n_test": 48, "correct": k42},
+                                  {"seed": 0, "n_test": 48, "correct": k0}]})
+    res = {"status": "complete", "device": "cpu", "snr": 2.0, "lfp_snr": lfp,
+           "settings": {"simulate": {"n_words": 12}, "epochs": {"vqvae": 400}, "folds": "x",
+                        "n_words": 12, "chance": 1 / 12, "variants": ["mae", "scratch"],
+                        "subjects_random_state": {s: 0 for s in subjects}},
+           "calibration": {}}
+    if records:
+        res["records"] = recs
+    path = tmp_path / f"{name}.json"
+    path.write_text(__import__("json").dumps(res))
+    return path
+
+
+def test_combine_pools_parts_and_refuses_mismatches(sim, tmp_path):
+    correct = {("R101", "mae"): (36, 30), ("R101", "scratch"): (24, 30),
+               ("R102", "mae"): (30, 33), ("R102", "scratch"): (27, 21)}
+    a = _part(tmp_path, "a", ["R101"], correct)
+    b = _part(tmp_path, "b", ["R102"], correct)
+    out = sim.combine([a, b])
+    mae = out["accuracy"]["mae"]["per_subject_seed"]
+    assert mae == {"R101": {42: 36 / 48, 0: 30 / 48}, "R102": {42: 30 / 48, 0: 33 / 48}}
+    diff = out["comparisons"]["mae - scratch"]
+    # the four subject x seed pairs of both parts: (12, 0, 3, 12) / 48
+    assert diff["n_pairs"] == 4 and diff["mean_difference"] == pytest.approx(27 / 4 / 48)
+    assert [p["subjects"] for p in out["parts"]] == [["R101"], ["R102"]]
+    assert out["settings"]["subjects_random_state"] == {"R101": 0, "R102": 0}
+    assert "| mae - scratch | +14.1 |" in sim.summary_table(out)  # 27 / 4 / 48 in points
+    # refused, naming the file and what differs
+    for parts, match in (([a], "at least two"),
+                         ([a, a], "is in both"),
+                         ([a, _part(tmp_path, "c", ["R102"], correct, lfp=24.0)], "lfp_snr"),
+                         ([a, _part(tmp_path, "d", ["R102"], correct, records=False)],
+                          "has no 'records'")):
+        with pytest.raises(SystemExit, match=match) as err:
+            sim.combine(parts)
+        if len(parts) == 2:
+            assert parts[1].name in str(err.value)
