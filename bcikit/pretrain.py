@@ -397,6 +397,8 @@ def _held_out_metrics(vq, mae, data: PretrainingData, *, seed: int, device) -> d
     if hist_all is not None:
         out["codes_used_fraction"] = float((hist_all > 0).mean())
         out["majority_code_rate"] = float(hist_all.max() / max(hist_all.sum(), 1))
+        share = hist_all[hist_all > 0] / max(hist_all.sum(), 1)
+        out["perplexity"] = float(np.exp(-(share * np.log(share)).sum()))  # 1 = one code
         ps = out["per_subject"].values()
         out["rec_mse"] = float(np.mean([v["rec_mse"] for v in ps]))
         out["channel_mean_mse"] = float(np.mean([v["channel_mean_mse"] for v in ps]))
@@ -405,6 +407,8 @@ def _held_out_metrics(vq, mae, data: PretrainingData, *, seed: int, device) -> d
     usage = vq.codebook_usage()
     out["ema_dead_codes"] = int(usage["n_dead"])
     out["ema_used_fraction"] = float(usage["used_fraction"])
+    out["ema_top_code_share"] = float(usage["top_share"])
+    out["ema_perplexity"] = float(usage["perplexity"])
     out["n_codes"] = int(usage["n_codes"])
     return out
 

@@ -288,6 +288,9 @@ def _overrides(spec: dict, simulate: dict, extra: list[str], path: str) -> list[
     if path in _DUIN_FILES:
         out += [f"pretrain.epochs_vqvae={spec['epochs']['vqvae']}",
                 f"pretrain.epochs_mae={spec['epochs']['mae']}"]
+        if spec.get("restart_dead_codes"):  # bcikit's opt-in (not the spec): see --help
+            out.append("pretrain.vqvae_params={ restart_dead_codes = "
+                       f"{int(spec['restart_dead_codes'])} }}")
     return out + list(extra)
 
 
@@ -445,6 +448,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--lfp-snr-grid", type=float, nargs="+", default=None,
                     help="calibrate lfp_snr instead of snr: Du-IN from scratch at --snr for each "
                          "value, the one closest to 45 %% is used (needs --snr)")
+    ap.add_argument("--restart-dead-codes", type=int, default=None, metavar="K",
+                    help="pre-training: re-seed VQ codes unused for K steps (bcikit's opt-in, "
+                         "not the spec). Without it the codebook collapsed to one code when the "
+                         "recipe's warm-up is long (session 12, benchmarks/README.md)")
     ap.add_argument("--subjects", type=int, default=None, help="number of simulated subjects")
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--folds", choices=("auto", "per-subject", "per-seed", "all"),
@@ -526,6 +533,7 @@ def build_plan(args) -> dict[str, Any]:
             "snr_grid": args.snr_grid or preset["snr_grid"],
             "lfp_snr": float(args.lfp_snr), "lfp_snr_grid": args.lfp_snr_grid,
             "null_subjects": min(preset["null_subjects"], n_subjects),
+            "restart_dead_codes": args.restart_dead_codes,
             "variants": args.variants}
 
 
@@ -568,6 +576,7 @@ def spawn(task: Task, plan: dict, args, device: str, work: Path, threads: int) -
             "simulate": plan["simulate"],
             "groups": task_groups(task, plan), "share_data": task.phase == "main",
             "folds": plan["folds"], "epochs": plan["epochs"], "device": device,
+            "restart_dead_codes": plan.get("restart_dead_codes"),
             "threads": threads, "work": str(work)}
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(C.REPO), env.get("PYTHONPATH", "")]).rstrip(
@@ -859,7 +868,7 @@ NOTES = [
 ]
 
 #: settings every part of a combined result must share (``combine``)
-SHARED_SETTINGS = ("simulate", "epochs", "folds", "n_words")
+SHARED_SETTINGS = ("simulate", "epochs", "folds", "n_words", "restart_dead_codes")
 
 
 def combine(paths: list[Path]) -> dict:
@@ -961,7 +970,8 @@ def analyse(records: list[dict], variants: list[str], chance: float) -> dict:
             held = (r.get("metrics") or {}).get("held_out", {})
             rec = {k: held.get(k) for k in ("codes_used_fraction", "rec_mse", "channel_mean_mse",
                                            "masked_code_accuracy", "majority_code_rate",
-                                           "ema_dead_codes", "ema_used_fraction", "n_codes",
+                                           "perplexity", "ema_dead_codes", "ema_used_fraction",
+                                           "ema_top_code_share", "ema_perplexity", "n_codes",
                                            "n_test_crops")}
             if rec.get("rec_mse") is not None and rec.get("channel_mean_mse"):
                 rec["rec_mse_ratio"] = rec["rec_mse"] / rec["channel_mean_mse"]
@@ -1005,6 +1015,7 @@ def summarise(plan, records, tasks, *, status, device, env, args, snr, lfp_snr, 
                      "threads_per_job": threads, "variants": plan["variants"],
                      "snr_grid": plan["snr_grid"], "lfp_snr_grid": plan["lfp_snr_grid"],
                      "n_words": n_words, "chance": chance,
+                     "restart_dead_codes": plan.get("restart_dead_codes"),
                      "work": str(work)},
         "calibration": cal, "snr": snr, "lfp_snr": lfp_snr, **found,
         "task_seconds": timings, "step_seconds": steps,

@@ -78,6 +78,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--restart-dead-codes", type=int, default=None)
+    ap.add_argument("--warmup-steps", type=int, default=0,
+                    help="linear warm-up of the lr over this many steps, from lr/warmup (the "
+                         "pipeline's recipe warms up over 10 %% of the epochs); 0: constant")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=None, help="JSON of the printed rows")
@@ -102,17 +105,24 @@ def main(argv=None) -> dict:
                 codes = int(torch.cat([model.quantize(test[i:i + 64])
                                        for i in range(0, len(test), 64)]).unique().numel())
             model.train()
+            counts = model.quantizer.cluster_size
+            top = float(counts.max() / counts.sum()) if float(counts.sum()) > 0 else None
             row = {"step": step, "rec_over_channel_mean": float(((rec - test) ** 2).mean()) / base,
                    "codes_in_use": codes, "train_rec": model.last_losses.get("rec"),
-                   "seconds": time.perf_counter() - t0}
+                   "top_code_share_ema": top, "seconds": time.perf_counter() - t0}
             rows.append(row)
             print(f"step {step:5d}  held-out rec / channel mean {row['rec_over_channel_mean']:.3f}"
-                  f"  codes {codes}  ({row['seconds']:.0f} s)", flush=True)
+                  f"  codes {codes}  top code's EMA share "
+                  f"{'n/a' if top is None else f'{top:.2f}'}  ({row['seconds']:.0f} s)",
+                  flush=True)
         if step == args.steps:
             break
         s = rng.integers(0, n_train, args.batch_size)
         a = rng.integers(0, length - CROP + 1, args.batch_size)
         xb = torch.stack([X[i, :, j:j + CROP] for i, j in zip(s, a)]).to(args.device)
+        if args.warmup_steps:
+            for g in opt.param_groups:
+                g["lr"] = args.lr * min(1.0, (step + 1) / args.warmup_steps)
         loss, _ = model.training_loss(xb)
         opt.zero_grad()
         loss.backward()

@@ -743,3 +743,42 @@ def test_kmeans_on_rank0_and_ema_statistics_summed_over_processes():
     torch.testing.assert_close(r0["counts"], r1["counts"])
     # the counts are the EMA of the codes of both ranks' batches
     assert r0["counts"].sum().item() == pytest.approx((1 - 0.99) * 16, rel=1e-5)
+
+
+def test_codebook_usage_sees_a_collapse_the_dead_count_misses(caplog):
+    """Top-code share and perplexity come from the EMA counts; the monitor warns once when one
+    code holds more than half of them, even while few codes count as dead (session 12: the
+    spec's long warm-up collapsed the simulator's codebook to one code, EMA share 0.997, while
+    ``used_fraction`` still read 0.60)."""
+    vq = _tiny_vqvae()
+    usage = vq.codebook_usage()
+    assert math.isnan(usage["top_share"]) and math.isnan(usage["perplexity"])  # no step yet
+    counts = torch.zeros(16)
+    counts[:2] = torch.tensor([3.0, 1.0])
+    vq.quantizer.cluster_size.copy_(counts)
+    usage = vq.codebook_usage()
+    assert usage["top_share"] == pytest.approx(0.75)
+    assert usage["perplexity"] == pytest.approx(math.exp(-(0.75 * math.log(0.75)
+                                                           + 0.25 * math.log(0.25))))
+    assert usage["n_dead"] == 14
+    # collapsed: one code holds 99.7 % while every code still counts as alive
+    counts = torch.full((16,), 0.2)
+    counts[5] = 1000.0
+    vq.quantizer.cluster_size.copy_(counts)
+    usage = vq.codebook_usage()
+    assert usage["n_dead"] == 0 and usage["top_share"] > 0.99 and usage["perplexity"] < 1.1
+    monitor = CodebookMonitor()
+    trainer = type("T", (), {"model": vq})()
+    with caplog.at_level("WARNING", logger="bcikit"):
+        monitor.on_epoch_end(trainer, 1, {})
+        monitor.on_epoch_end(trainer, 2, {})
+    warned = [r for r in caplog.records if "collapsed" in r.getMessage()]
+    assert len(warned) == 1 and "restart_dead_codes" in warned[0].getMessage()
+    assert monitor.history_[-1]["top_share"] == usage["top_share"]
+    # a healthy codebook: no warning
+    vq.quantizer.cluster_size.fill_(1.0)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bcikit"):
+        CodebookMonitor().on_epoch_end(trainer, 1, {})
+    assert not caplog.records
+    assert vq.codebook_usage()["perplexity"] == pytest.approx(16.0)

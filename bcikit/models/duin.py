@@ -924,11 +924,26 @@ class DuINVQVAE(_DuINBase):
         return counts.numpy()
 
     def codebook_usage(self, threshold: float = 1e-3) -> dict[str, float]:
-        """From the EMA counts: ``n_codes``, ``n_dead`` (EMA count < ``threshold``) and
-        ``used_fraction``."""
+        """From the EMA counts: ``n_codes``, ``n_dead`` (EMA count < ``threshold``),
+        ``used_fraction``, ``top_share`` (the largest count over the sum) and ``perplexity``
+        (``exp`` of the entropy of the counts: the number of equally used codes that would give
+        the same entropy; 1 = every token takes one code).
+
+        Read ``top_share`` and ``perplexity`` for collapse. An EMA count decays by 1 % per
+        step, so ``n_dead`` moves slowly: after the k-means initialisation it stays near its
+        first value for the first ~700 steps, even while one code takes every token (session
+        12: ``used_fraction`` 0.60 with ``top_share`` 0.997)."""
         n_dead = self.quantizer.dead_codes(threshold)
         n = self.quantizer.n_codes
-        return {"n_codes": n, "n_dead": n_dead, "used_fraction": (n - n_dead) / n}
+        counts = self.quantizer.cluster_size.detach().double().cpu()
+        total = float(counts.sum())
+        if total > 0:
+            p = counts[counts > 0] / total
+            top, perplexity = float(p.max()), float(torch.exp(-(p * p.log()).sum()))
+        else:  # before the first training step
+            top, perplexity = float("nan"), float("nan")
+        return {"n_codes": n, "n_dead": n_dead, "used_fraction": (n - n_dead) / n,
+                "top_share": top, "perplexity": perplexity}
 
 
 # --------------------------------------------------------------------------------------------
@@ -1356,13 +1371,18 @@ def stage_loss(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None
 class CodebookMonitor:
     """Trainer callback that logs the VQ-VAE's dead codes after every epoch.
 
-    ``history_`` gets one ``{"epoch", "n_dead", "used_fraction", "n_restarted"}`` row per epoch
-    (``n_restarted``: codes re-seeded so far, 0 unless the quantiser's ``restart_after`` is set).
+    ``history_`` gets one ``{"epoch", "n_dead", "used_fraction", "top_share", "perplexity",
+    "n_restarted"}`` row per epoch (see :meth:`DuINVQVAE.codebook_usage`; ``n_restarted``:
+    codes re-seeded so far, 0 unless the quantiser's ``restart_after`` is set). A warning is
+    logged the first time one code holds more than half of the EMA counts (a collapsed
+    codebook: every token gets nearly the same code, and the decoder can only reconstruct a
+    constant).
     """
 
     def __init__(self, threshold: float = 1e-3):
         self.threshold = threshold
         self.history_: list[dict[str, float]] = []
+        self._warned = False
 
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict) -> None:
         model = trainer.model
@@ -1370,9 +1390,21 @@ class CodebookMonitor:
         usage = vq.codebook_usage(self.threshold)
         self.history_.append({"epoch": epoch, "n_dead": usage["n_dead"],
                               "used_fraction": usage["used_fraction"],
+                              "top_share": usage["top_share"],
+                              "perplexity": usage["perplexity"],
                               "n_restarted": vq.quantizer.n_restarted})
-        logger.info("epoch %d: %d of %d codes dead (EMA count < %g)", epoch, usage["n_dead"],
-                    usage["n_codes"], self.threshold)
+        logger.info("epoch %d: %d of %d codes dead (EMA count < %g), top code %.1f %%, "
+                    "perplexity %.1f", epoch, usage["n_dead"], usage["n_codes"], self.threshold,
+                    100 * usage["top_share"], usage["perplexity"])
+        if usage["top_share"] > 0.5 and not self._warned:
+            self._warned = True
+            logger.warning("Du-IN VQ-VAE, epoch %d: one code holds %.0f %% of the EMA counts "
+                           "(perplexity %.1f of %d codes); the codebook has collapsed. Without "
+                           "restarts it rarely recovers; bcikit's opt-in "
+                           "restart_dead_codes (e.g. [pretrain.vqvae_params] "
+                           "restart_dead_codes = 10, not in the spec) re-seeds unused codes.",
+                           epoch, 100 * usage["top_share"], usage["perplexity"],
+                           usage["n_codes"])
 
 
 _CLASSES = {"DuIN": DuIN, "DuINVQVAE": DuINVQVAE, "DuINMAE": DuINMAE}
