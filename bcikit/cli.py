@@ -113,6 +113,9 @@ def _cmd_run(args) -> int:
                 line = (f"  pre-training{' ' + name if name else ''}: "
                         f"{h.get('codes_used_fraction', 0):.1%} of the codes used on held-out "
                         f"crops")
+                if (h.get("ema_top_code_share") or 0) > 0.5:
+                    line += (f"; COLLAPSED codebook: one code holds "
+                             f"{h['ema_top_code_share']:.0%} of the EMA counts")
                 if "masked_code_accuracy" in h:
                     line += (f", masked-code accuracy {h['masked_code_accuracy']:.3f} (majority "
                              f"{h.get('majority_code_rate', 0):.3f})")

@@ -627,7 +627,8 @@ def _write_pretrain_report(run_dir: Path, cfg: PipelineConfig, metrics: dict) ->
             continue
         lines.append(f"## held-out crops {name}".rstrip())
         lines.append("")
-        for key in ("codes_used_fraction", "ema_dead_codes", "rec_mse", "channel_mean_mse",
+        for key in ("codes_used_fraction", "perplexity", "ema_dead_codes",
+                    "ema_top_code_share", "rec_mse", "channel_mean_mse",
                     "masked_code_accuracy", "majority_code_rate"):
             if key in h:
                 lines.append(f"- {key}: {h[key]:.4g}")

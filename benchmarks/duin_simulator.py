@@ -1100,7 +1100,8 @@ def summary_table(res: dict) -> str:
                          f" %, rec MSE / channel-mean MSE "
                          f"{p.get('rec_mse_ratio') or float('nan'):.2f}"
                          f", masked-code acc {pct(p.get('masked_code_accuracy'))} % vs majority "
-                         f"{pct(p.get('majority_code_rate'))} %")
+                         f"{pct(p.get('majority_code_rate'))} %, top code's EMA share "
+                         f"{pct(p.get('ema_top_code_share'))} %")
     if res.get("checks"):
         lines.append("checks: " + ", ".join(f"{k}={v}" for k, v in res["checks"].items()))
     if res.get("failures"):

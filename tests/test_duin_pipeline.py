@@ -117,6 +117,10 @@ def test_pretrain_then_finetune_end_to_end(pretrained):
     held = m["pretrain"]["held_out"]
     assert 0 < held["codes_used_fraction"] <= 1 and 0 <= held["masked_code_accuracy"] <= 1
     assert held["n_test_crops"] == 15  # one held-out 60 s segment tiled by 4 s crops
+    # collapse diagnostics: shares and perplexities of code counts (held-out and EMA)
+    assert 1 <= held["perplexity"] <= 15 * 40 and 0 < held["ema_top_code_share"] <= 1
+    assert 1 <= held["ema_perplexity"] <= held["n_codes"]
+    assert {"top_share", "perplexity"} <= set(pd.read_csv(pre / "history_vqvae.csv").columns)
     assert m["pretrain"]["n_segments"] == {"train": 1, "valid": 1, "test": 1}
     assert len(pd.read_csv(pre / "history_vqvae.csv")) == 1
     # run-level protocol: 3 rotations, each with a validation run, best epoch + last epoch
