@@ -91,6 +91,14 @@ What the JSON (``--out``) holds:
 - the null check, the channel-selection count, per-task wall times, and the spec's pass
   conditions evaluated on these numbers.
 
+Pre-training and the codebook (session 12). Under the pipeline's recipe the VQ-VAE's codebook
+collapsed to one code in every simulator run measured (40 + 40 epochs at ``lfp_snr`` 16; the
+spec's 400 + 400 at 36, where one code held 99.7 % of the EMA counts by epoch 120), so the
+tokenizer reconstructed nothing and MAE init equalled scratch. ``--restart-dead-codes K`` passes
+bcikit's opt-in ``restart_dead_codes = K`` (not in the spec) to the pre-training; with K = 10
+the codebook stayed spread (top code 0.2 %) and the validation loss fell. The JSON records K in
+``settings``; runs with and without it are not pooled.
+
 Parts of one design run in different calls (other subjects or variants, on a CPU over several
 sessions) are pooled with ``--combine PART.json ... --out OUT.json``: the results JSON keeps
 every step record, and the statistics are recomputed on the pooled records. Parts must share

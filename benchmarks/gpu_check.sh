@@ -39,7 +39,8 @@
 #   bash benchmarks/gpu_check.sh duin OUTDIR    the Du-IN simulator experiment alone
 #                                               (benchmarks/duin_simulator.py, DUIN_ARGS; default:
 #                                               6 jobs, 2 seeds, 40 classifier epochs, the
-#                                               word-locked potential calibrated at snr 2), its
+#                                               word-locked potential calibrated at snr 2,
+#                                               codebook restarts), its
 #                                               --deadline from DEADLINE (s, default 540)
 #
 # Everything it writes goes to OUTDIR: logs, benchmark JSON, and the comparison folders as
@@ -154,8 +155,10 @@ if [ "$mode" = duin ]; then
   t0=$SECONDS; deadline=${DEADLINE:-540}
   # 2 seeds: with 40 classifier epochs, 3 seeds need about 580 s of tasks (duin_simulator.py's
   # estimate, scaled), more than the deadline
+  # --restart-dead-codes 10: bcikit's opt-in (not the spec); without it the codebook collapsed
+  # to one code in every CPU pre-training of session 12 (benchmarks/README.md, Du-IN)
   duin=(--jobs 6 --threads 2 --snr 2 --lfp-snr-grid 8 16 32 64 128 --epochs-classifier 40
-        --seeds 42 0)
+        --seeds 42 0 --restart-dead-codes 10)
   $PY benchmarks/duin_simulator.py ${DUIN_ARGS:-${duin[@]}} --device "${DEVICE:-cuda}" \
     --deadline $((deadline - 15)) --work "$work/duin" --out "$out/duin_simulator.json" \
     >"$out/duin_simulator.log" 2>&1

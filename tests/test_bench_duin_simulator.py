@@ -119,3 +119,22 @@ def test_combine_pools_parts_and_refuses_mismatches(sim, tmp_path):
             sim.combine(parts)
         if len(parts) == 2:
             assert parts[1].name in str(err.value)
+
+
+def test_restart_option_reaches_only_the_pretraining_pipelines(sim):
+    args = sim.parse_args(["--size", "compact", "--folds", "all", "--snr", "2",
+                           "--restart-dead-codes", "10"])
+    plan = sim.build_plan(args)
+    assert plan["restart_dead_codes"] == 10 and plan["simulate"]["n_words"] == 12
+    spec = {"epochs": plan["epochs"], "restart_dead_codes": plan["restart_dead_codes"]}
+    want = "pretrain.vqvae_params={ restart_dead_codes = 10 }"
+    assert want in sim._overrides(spec, plan["simulate"], [], "duin.toml")
+    assert want not in sim._overrides(spec, plan["simulate"], [], "duin_conformer.toml")
+    spec["restart_dead_codes"] = None  # the default: the spec's quantiser
+    assert not any("restart" in o for o in sim._overrides(spec, plan["simulate"], [],
+                                                          "duin.toml"))
+    # the override is valid pipeline configuration: the Du-IN pipeline accepts it
+    from bcikit.config import load_config
+
+    cfg = load_config(sim.PIPELINES / "duin.toml", overrides=[want])
+    assert cfg.pretrain.vqvae_params == {"restart_dead_codes": 10}
