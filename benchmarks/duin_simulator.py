@@ -458,9 +458,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "value, the one closest to 45 %% is used (needs --snr)")
     ap.add_argument("--restart-dead-codes", type=int, default=None, metavar="K",
                     help="pre-training: re-seed VQ codes unused for K steps (bcikit's opt-in, "
-                         "not the spec). Without it the codebook collapsed to one code when the "
-                         "recipe's warm-up is long (session 12, benchmarks/README.md)")
+                         "not the spec). Without it every pipeline pre-training of session 12 "
+                         "collapsed the codebook (benchmarks/README.md, Du-IN)")
     ap.add_argument("--subjects", type=int, default=None, help="number of simulated subjects")
+    ap.add_argument("--first-subject", type=int, default=1, metavar="K",
+                    help="the first simulated subject is R(100+K), random_state 100+K (default "
+                         "1: R101); later parts of a design take fresh subjects this way. The "
+                         "test run follows the subject's place in this call (first: the last "
+                         "run)")
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--folds", choices=("auto", "per-subject", "per-seed", "all"),
                     default="auto", help="which runs are tested (see the docstring); auto: "
@@ -487,6 +492,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             ap.error("--jobs must be >= 1")
         if args.epochs_scale <= 0:
             ap.error("--epochs-scale must be > 0")
+        if args.first_subject < 1:
+            ap.error("--first-subject must be >= 1")
         if args.lfp_snr_grid is not None:
             if args.snr is None:
                 ap.error("--lfp-snr-grid calibrates the word-locked potential at a fixed carrier "
@@ -533,7 +540,8 @@ def build_plan(args) -> dict[str, Any]:
                  for k, s in enumerate(seeds)]
     epochs = {k: max(1, int(round(getattr(args, f"epochs_{k}") * args.epochs_scale)))
               for k in DEFAULT_EPOCHS}
-    subjects = {f"R{101 + i}": 101 + i for i in range(n_subjects)}
+    first = 100 + args.first_subject
+    subjects = {f"R{first + i}": first + i for i in range(n_subjects)}
     return {"size": args.size, "simulate": dict(preset["simulate"]), "seeds": seeds,
             "seed_runs": seed_runs, "folds": folds, "epochs": epochs, "n_runs": n_runs,
             "epochs_spec": SPEC_EPOCHS, "epochs_scale": args.epochs_scale,

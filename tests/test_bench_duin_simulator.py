@@ -41,7 +41,8 @@ def test_which_runs_calibrate(sim, capsys):
     assert sim._calibrates(plan, args) and plan["lfp_snr_grid"] == [8.0, 16.0]
     for bad, match in ((["--lfp-snr-grid", "8"], "give --snr too"),
                        (["--snr", "2", "--lfp-snr-grid", "8", "0"], "must be > 0"),
-                       (["--snr", "2", "--lfp-snr", "4", "--lfp-snr-grid", "8"], "exclude")):
+                       (["--snr", "2", "--lfp-snr", "4", "--lfp-snr-grid", "8"], "exclude"),
+                       (["--first-subject", "0"], "--first-subject must be >= 1")):
         with pytest.raises(SystemExit):
             sim.parse_args(bad)
         assert match in capsys.readouterr().err  # argparse's error names the argument's rule
@@ -126,6 +127,10 @@ def test_restart_option_reaches_only_the_pretraining_pipelines(sim):
                            "--restart-dead-codes", "10"])
     plan = sim.build_plan(args)
     assert plan["restart_dead_codes"] == 10 and plan["simulate"]["n_words"] == 12
+    assert plan["subjects"] == {"R101": 101, "R102": 102, "R103": 103, "R104": 104}
+    later = sim.build_plan(sim.parse_args(["--size", "compact", "--folds", "all", "--snr", "2",
+                                           "--first-subject", "3", "--subjects", "2"]))
+    assert later["subjects"] == {"R103": 103, "R104": 104}  # fresh subjects for a later part
     spec = {"epochs": plan["epochs"], "restart_dead_codes": plan["restart_dead_codes"]}
     want = "pretrain.vqvae_params={ restart_dead_codes = 10 }"
     assert want in sim._overrides(spec, plan["simulate"], [], "duin.toml")
