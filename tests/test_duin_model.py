@@ -747,9 +747,9 @@ def test_kmeans_on_rank0_and_ema_statistics_summed_over_processes():
 
 def test_codebook_usage_sees_a_collapse_the_dead_count_misses(caplog):
     """Top-code share and perplexity come from the EMA counts; the monitor warns once when one
-    code holds more than half of them, even while few codes count as dead (session 12: the
-    spec's 400-epoch recipe collapsed the simulator's codebook to one code, EMA share 0.997,
-    while ``used_fraction`` still read 0.60)."""
+    code holds more than half of them, even while few codes count as dead (session 12: a
+    40-epoch pre-training used 2 codes on held-out crops while ``used_fraction`` read 0.60; the
+    spec's 400-epoch recipe reached an EMA share of 0.997 for one code)."""
     vq = _tiny_vqvae()
     usage = vq.codebook_usage()
     assert math.isnan(usage["top_share"]) and math.isnan(usage["perplexity"])  # no step yet
