@@ -463,9 +463,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--subjects", type=int, default=None, help="number of simulated subjects")
     ap.add_argument("--first-subject", type=int, default=1, metavar="K",
                     help="the first simulated subject is R(100+K), random_state 100+K (default "
-                         "1: R101); later parts of a design take fresh subjects this way. The "
-                         "test run follows the subject's place in this call (first: the last "
-                         "run)")
+                         "1: R101); later parts of a design take fresh subjects this way. "
+                         "Subject R(100+K) tests run N-((K-1) mod N) whatever the call")
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--folds", choices=("auto", "per-subject", "per-seed", "all"),
                     default="auto", help="which runs are tested (see the docstring); auto: "
@@ -581,7 +580,9 @@ def task_groups(task: Task, plan: dict) -> list[dict]:
         return [{"seeds": list(task.seeds), "test_run": None}]
     if plan["folds"] == "per-seed":
         return [{"seeds": [s], "test_run": r} for s, r in plan["seed_runs"] if s in task.seeds]
-    i = list(plan["subjects"]).index(task.subject)
+    # the subject's number, not its place in this call: R101 tests the last run, R102 the one
+    # before, ...; parts of one design split over several calls keep the same folds
+    i = plan["subjects"][task.subject] - 101
     return [{"seeds": list(task.seeds),
              "test_run": f"run{plan['n_runs'] - (i % plan['n_runs'])}"}]
 

@@ -131,6 +131,14 @@ def test_restart_option_reaches_only_the_pretraining_pipelines(sim):
     later = sim.build_plan(sim.parse_args(["--size", "compact", "--folds", "all", "--snr", "2",
                                            "--first-subject", "3", "--subjects", "2"]))
     assert later["subjects"] == {"R103": 103, "R104": 104}  # fresh subjects for a later part
+    # a subject's test run follows its number, not its place in the call (5 runs: R101 run5,
+    # R102 run4, R103 run3, ...), so a design split over calls keeps its folds
+    later["folds"] = plan["folds"] = "per-subject"
+    task = sim.Task("main-R103-A", "main", "R103", 103, 2.0, ["mae"], [42, 0], 1.0)
+    assert sim.task_groups(task, later) == [{"seeds": [42, 0], "test_run": "run3"}]
+    assert sim.task_groups(task, plan) == [{"seeds": [42, 0], "test_run": "run3"}]
+    first = sim.Task("main-R101-A", "main", "R101", 101, 2.0, ["mae"], [42], 1.0)
+    assert sim.task_groups(first, plan) == [{"seeds": [42], "test_run": "run5"}]
     spec = {"epochs": plan["epochs"], "restart_dead_codes": plan["restart_dead_codes"]}
     want = "pretrain.vqvae_params={ restart_dead_codes = 10 }"
     assert want in sim._overrides(spec, plan["simulate"], [], "duin.toml")
