@@ -39,15 +39,14 @@ def subject_data(snr: float, lfp_snr: float, seed: int):
     from bcikit.config import load_config
     from bcikit.pretrain import prepare_pretraining
     from bcikit.simulate import make_seeg_words
-    from bcikit.simulate.seeg_words import SPEECH_REGIONS
+    from bcikit.data.channel_selection import select_by_region
 
     sim = make_seeg_words(size="default", n_subjects=1, n_words=12, n_trials_per_word=20,
                           n_runs=5, pretrain_minutes=10.0, snr=snr, lfp_snr=lfp_snr,
                           random_state=seed)
     subject = next(iter(sim.pretrain))
     ts, el = sim.pretrain[subject], sim.electrodes[subject]
-    region = dict(zip(el["name"], el["region"]))
-    chans = [n for n in ts.ch_names if region[n.split("-")[0]] in SPEECH_REGIONS][:10]
+    chans = select_by_region(ts, electrodes=el)[:10]
     cfg = load_config(C.REPO / "pipelines" / "duin.toml")
     return cfg, prepare_pretraining(cfg, {subject: ts}, {subject: chans}, seed=0)
 

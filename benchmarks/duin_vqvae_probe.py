@@ -46,16 +46,14 @@ def smooth_data(rng: np.random.Generator, n_segments: int = 10) -> torch.Tensor:
 
 def simulator_data(snr: float, minutes: float, seed: int, lfp_snr: float = 0.0) -> torch.Tensor:
     from bcikit.simulate import make_seeg_words
-    from bcikit.simulate.seeg_words import SPEECH_REGIONS
+    from bcikit.data.channel_selection import select_by_region
 
     sim = make_seeg_words(size="default", n_subjects=1, n_words=61, n_trials_per_word=2,
                           n_runs=2, pretrain_minutes=minutes, snr=snr, lfp_snr=lfp_snr,
                           random_state=seed)
     subject = next(iter(sim.pretrain))
     ts, el = sim.pretrain[subject], sim.electrodes[subject]
-    region = dict(zip(el["name"], el["region"]))
-    idx = [i for i, n in enumerate(ts.ch_names)
-           if region[n.split("-")[0]] in SPEECH_REGIONS][:10]
+    idx = [ts.ch_names.index(n) for n in select_by_region(ts, electrodes=el)[:10]]
     x = sosfiltfilt(butter(4, [0.5, 200], btype="band", fs=ts.sfreq, output="sos"),
                     np.asarray(ts.X)[:, idx], axis=-1)
     if x.shape[0] < 10:
