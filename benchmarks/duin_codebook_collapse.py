@@ -37,9 +37,9 @@ MODES = ("manual", "trainer-short", "trainer-warm", "trainer-warm-restart")
 def subject_data(snr: float, lfp_snr: float, seed: int):
     """The pipeline's pre-training data of one simulated subject (10 speech channels)."""
     from bcikit.config import load_config
+    from bcikit.data.channel_selection import select_by_region
     from bcikit.pretrain import prepare_pretraining
     from bcikit.simulate import make_seeg_words
-    from bcikit.data.channel_selection import select_by_region
 
     sim = make_seeg_words(size="default", n_subjects=1, n_words=12, n_trials_per_word=20,
                           n_runs=5, pretrain_minutes=10.0, snr=snr, lfp_snr=lfp_snr,

@@ -45,8 +45,8 @@ def smooth_data(rng: np.random.Generator, n_segments: int = 10) -> torch.Tensor:
 
 
 def simulator_data(snr: float, minutes: float, seed: int, lfp_snr: float = 0.0) -> torch.Tensor:
-    from bcikit.simulate import make_seeg_words
     from bcikit.data.channel_selection import select_by_region
+    from bcikit.simulate import make_seeg_words
 
     sim = make_seeg_words(size="default", n_subjects=1, n_words=61, n_trials_per_word=2,
                           n_runs=2, pretrain_minutes=minutes, snr=snr, lfp_snr=lfp_snr,
