@@ -7,8 +7,8 @@
 #                                               simulator (9 subjects x 5 seeds, CO) and the real
 #                                               PhysioNet S001 recordings (fists/feet, left/right)
 #   bash benchmarks/gpu_check.sh sim OUTDIR     the simulator comparison alone; SIM_SET adds
-#                                               overrides (SIM_SET="data.simulate.difficulty=0.7"; default:
-#                                               mi_co.toml, 0.575, oracle ~0.85)
+#                                               overrides (default: mi_co.toml, 0.575, oracle
+#                                               ~0.85; e.g. SIM_SET="data.simulate.difficulty=0.7")
 #                                               and SIM_OTHERS the pipelines beside MVCNet
 #   bash benchmarks/gpu_check.sh core OUTDIR    what issues 3 and 6 still need, in one call bounded
 #                                               by DEADLINE (s, default 540): the CUDA tests, the
@@ -101,7 +101,8 @@ s001() {
     >"$work/s001-$task-$p.log" 2>&1 || echo "FAILED: s001 $task $p (see its log)"
 }
 
-wait_until() {  # wait_until T: wait for the processes in pids until $SECONDS reaches T, then stop them
+wait_until() {  # wait_until T: wait for the processes in pids until $SECONDS reaches T,
+                # then stop them
   while [ $SECONDS -lt "$1" ]; do
     alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
     [ $alive = 0 ] && break
@@ -126,8 +127,9 @@ fleeg_combine() {  # each control's two finished arms joined into its comparison
   for neg in "" "--negative-control"; do
     tag=fleeg${neg:+_negative}
     [ -f "$out/${tag}_federated.json" ] && [ -f "$out/${tag}_local.json" ] && \
-      $PY -m bcikit.federated.simulate --size "${FL_SIZE:-full}" $neg --combine "$out/${tag}_federated.json" \
-        "$out/${tag}_local.json" --out "$out/$tag.json" 2>&1 | tail -12 | tee "$out/$tag.txt"
+      $PY -m bcikit.federated.simulate --size "${FL_SIZE:-full}" $neg \
+        --combine "$out/${tag}_federated.json" "$out/${tag}_local.json" --out "$out/$tag.json" \
+        2>&1 | tail -12 | tee "$out/$tag.txt"
   done
 }
 
@@ -173,10 +175,11 @@ if [ "$mode" = fleeg-duin ]; then
   pids=()
   fleeg_start 4
   if [ -f benchmarks/duin_simulator.py ]; then
-    $PY benchmarks/duin_simulator.py ${DUIN_ARGS:---jobs 6} --device $dev --out "$out/duin_simulator.json" \
-      >"$out/duin_simulator.log" 2>&1 & pids+=($!)
+    $PY benchmarks/duin_simulator.py ${DUIN_ARGS:---jobs 6} --device $dev \
+      --out "$out/duin_simulator.json" >"$out/duin_simulator.log" 2>&1 & pids+=($!)
   fi
-  # encoding rows 5-6 at the spec's size: a 60-min movie at the simulator's default snr (0.27), ridge on CUDA
+  # encoding rows 5-6 at the spec's size: a 60-min movie at the simulator's default snr
+  # (0.27), ridge on CUDA
   $BCIKIT run pipelines/encoding.toml --device $dev --no-progress --out "$work/encoding60" \
     --set data.simulate.duration=${ENC_DURATION:-3600.0} --set data.simulate.snr=${ENC_SNR:-0.27} \
     >"$out/encoding60.log" 2>&1 & pids+=($!)
@@ -229,8 +232,9 @@ if [ "$mode" = all ]; then
   pids=()
   fleeg_start 2   # CPU-only for their first minute (simulation, filtering)
   if [ -f benchmarks/duin_simulator.py ]; then
-    nice -n 10 $PY benchmarks/duin_simulator.py ${DUIN_ARGS:---jobs 3 --threads 1} --device $sdev \
-      --deadline $((deadline - 40)) --out "$out/duin_simulator.json" >"$out/duin_simulator.log" 2>&1 &
+    nice -n 10 $PY benchmarks/duin_simulator.py ${DUIN_ARGS:---jobs 3 --threads 1} \
+      --device $sdev --deadline $((deadline - 40)) --out "$out/duin_simulator.json" \
+      >"$out/duin_simulator.log" 2>&1 &
     pids+=($!)
   fi
 fi
@@ -284,7 +288,8 @@ if [ "$mode" = core ]; then
   pack sim "$sim"
   left=$((deadline - (SECONDS - t0) - 10))
   [ $left -gt 20 ] && timeout $left $PY benchmarks/bench_encoding.py \
-    ${ENC_BENCH_ARGS:---scale 0.25 --threads 4 --sides bcikit_numpy,himalaya_ridgecv --boot-resamples 1 --oof-resamples 5} \
+    ${ENC_BENCH_ARGS:---scale 0.25 --threads 4 --sides bcikit_numpy,himalaya_ridgecv \
+      --boot-resamples 1 --oof-resamples 5} \
     --out "$out/encoding_gpu.json" >"$out/bench_encoding.log" 2>&1
   tail -n 3 "$out"/*.log "$sim"-*.log | head -80
   echo "gpu_check core: $((SECONDS - t0)) s"
