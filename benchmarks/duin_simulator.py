@@ -460,6 +460,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="pre-training: re-seed VQ codes unused for K steps (bcikit's opt-in, "
                          "not the spec). Without it every pipeline pre-training of session 12 "
                          "collapsed the codebook (benchmarks/README.md, Du-IN)")
+    ap.add_argument("--pretrain-minutes", type=float, default=None, metavar="M",
+                    help="minutes of unlabelled recording per subject for pre-training "
+                         "(default: the --size preset's; parts with other values do not pool)")
     ap.add_argument("--subjects", type=int, default=None, help="number of simulated subjects")
     ap.add_argument("--first-subject", type=int, default=1, metavar="K",
                     help="the first simulated subject is R(100+K), random_state 100+K (default "
@@ -493,6 +496,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             ap.error("--epochs-scale must be > 0")
         if args.first_subject < 1:
             ap.error("--first-subject must be >= 1")
+        if args.pretrain_minutes is not None and not args.pretrain_minutes > 0:
+            ap.error(f"--pretrain-minutes must be > 0, got {args.pretrain_minutes}")
         if args.lfp_snr_grid is not None:
             if args.snr is None:
                 ap.error("--lfp-snr-grid calibrates the word-locked potential at a fixed carrier "
@@ -541,7 +546,10 @@ def build_plan(args) -> dict[str, Any]:
               for k in DEFAULT_EPOCHS}
     first = 100 + args.first_subject
     subjects = {f"R{first + i}": first + i for i in range(n_subjects)}
-    return {"size": args.size, "simulate": dict(preset["simulate"]), "seeds": seeds,
+    simulate = dict(preset["simulate"])
+    if args.pretrain_minutes is not None:
+        simulate["pretrain_minutes"] = float(args.pretrain_minutes)
+    return {"size": args.size, "simulate": simulate, "seeds": seeds,
             "seed_runs": seed_runs, "folds": folds, "epochs": epochs, "n_runs": n_runs,
             "epochs_spec": SPEC_EPOCHS, "epochs_scale": args.epochs_scale,
             "subjects": subjects,

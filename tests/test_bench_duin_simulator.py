@@ -3,6 +3,7 @@ calibrate, and which snr / word-locked potential the calibration picks. The scri
 GPU to run for real; these are the parts that decide what it reports."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def test_which_runs_calibrate(sim, capsys):
     for bad, match in ((["--lfp-snr-grid", "8"], "give --snr too"),
                        (["--snr", "2", "--lfp-snr-grid", "8", "0"], "must be > 0"),
                        (["--snr", "2", "--lfp-snr", "4", "--lfp-snr-grid", "8"], "exclude"),
-                       (["--first-subject", "0"], "--first-subject must be >= 1")):
+                       (["--first-subject", "0"], "--first-subject must be >= 1"),
+                       (["--pretrain-minutes", "0"], "--pretrain-minutes must be > 0")):
         with pytest.raises(SystemExit):
             sim.parse_args(bad)
         assert match in capsys.readouterr().err  # argparse's error names the argument's rule
@@ -92,7 +94,7 @@ def _part(tmp_path, name, subjects, correct, *, lfp=36.0, records=True):
     if records:
         res["records"] = recs
     path = tmp_path / f"{name}.json"
-    path.write_text(__import__("json").dumps(res))
+    path.write_text(json.dumps(res))
     return path
 
 
@@ -151,3 +153,24 @@ def test_restart_option_reaches_only_the_pretraining_pipelines(sim):
 
     cfg = load_config(sim.PIPELINES / "duin.toml", overrides=[want])
     assert cfg.pretrain.vqvae_params == {"restart_dead_codes": 10}
+
+
+def test_pretrain_minutes_reaches_the_simulated_data_and_keeps_parts_apart(sim, tmp_path):
+    longer = sim.build_plan(sim.parse_args(["--size", "compact", "--folds", "all", "--snr", "2",
+                                            "--pretrain-minutes", "40"]))
+    assert longer["simulate"]["pretrain_minutes"] == 40.0 and longer["simulate"]["n_words"] == 12
+    assert sim.SIZES["compact"]["simulate"]["pretrain_minutes"] == 10.0  # the preset is untouched
+    spec = {"epochs": longer["epochs"]}
+    (data,) = [o for o in sim._overrides(spec, longer["simulate"], [], "duin.toml")
+               if o.startswith("data.simulate=")]
+    assert "pretrain_minutes = 40.0" in data
+    # a part with other pre-training data is not pooled with the design's parts
+    correct = {("R101", "mae"): (36, 30), ("R101", "scratch"): (24, 30),
+               ("R102", "mae"): (30, 33), ("R102", "scratch"): (27, 21)}
+    a = _part(tmp_path, "a", ["R101"], correct)
+    b = _part(tmp_path, "b", ["R102"], correct)
+    res = json.loads(b.read_text())
+    res["settings"]["simulate"]["pretrain_minutes"] = 40.0
+    b.write_text(json.dumps(res))
+    with pytest.raises(SystemExit, match="settings.simulate"):
+        sim.combine([a, b])
