@@ -74,6 +74,11 @@ def test_calibration_picks_the_value_closest_to_45_percent(sim):
     assert out["chosen_snr"] is None and out["rows"] == []
 
 
+#: correct test trials of seeds 42 and 0 (out of 48) per (subject, variant), for ``_part``
+CORRECT = {("R101", "mae"): (36, 30), ("R101", "scratch"): (24, 30),
+           ("R102", "mae"): (30, 33), ("R102", "scratch"): (27, 21)}
+
+
 def _part(tmp_path, name, subjects, correct, *, lfp=36.0, records=True):
     """A results JSON as the script writes it, holding MAE and scratch runs of ``subjects``:
     ``correct[(subject, variant)]`` = correct test trials of seeds 42 and 0 (out of 48)."""
@@ -99,10 +104,8 @@ def _part(tmp_path, name, subjects, correct, *, lfp=36.0, records=True):
 
 
 def test_combine_pools_parts_and_refuses_mismatches(sim, tmp_path):
-    correct = {("R101", "mae"): (36, 30), ("R101", "scratch"): (24, 30),
-               ("R102", "mae"): (30, 33), ("R102", "scratch"): (27, 21)}
-    a = _part(tmp_path, "a", ["R101"], correct)
-    b = _part(tmp_path, "b", ["R102"], correct)
+    a = _part(tmp_path, "a", ["R101"], CORRECT)
+    b = _part(tmp_path, "b", ["R102"], CORRECT)
     out = sim.combine([a, b])
     mae = out["accuracy"]["mae"]["per_subject_seed"]
     assert mae == {"R101": {42: 36 / 48, 0: 30 / 48}, "R102": {42: 30 / 48, 0: 33 / 48}}
@@ -115,8 +118,8 @@ def test_combine_pools_parts_and_refuses_mismatches(sim, tmp_path):
     # refused, naming the file and what differs
     for parts, match in (([a], "at least two"),
                          ([a, a], "is in both"),
-                         ([a, _part(tmp_path, "c", ["R102"], correct, lfp=24.0)], "lfp_snr"),
-                         ([a, _part(tmp_path, "d", ["R102"], correct, records=False)],
+                         ([a, _part(tmp_path, "c", ["R102"], CORRECT, lfp=24.0)], "lfp_snr"),
+                         ([a, _part(tmp_path, "d", ["R102"], CORRECT, records=False)],
                           "has no 'records'")):
         with pytest.raises(SystemExit, match=match) as err:
             sim.combine(parts)
@@ -165,10 +168,8 @@ def test_pretrain_minutes_reaches_the_simulated_data_and_keeps_parts_apart(sim, 
                if o.startswith("data.simulate=")]
     assert "pretrain_minutes = 40.0" in data
     # a part with other pre-training data is not pooled with the design's parts
-    correct = {("R101", "mae"): (36, 30), ("R101", "scratch"): (24, 30),
-               ("R102", "mae"): (30, 33), ("R102", "scratch"): (27, 21)}
-    a = _part(tmp_path, "a", ["R101"], correct)
-    b = _part(tmp_path, "b", ["R102"], correct)
+    a = _part(tmp_path, "a", ["R101"], CORRECT)
+    b = _part(tmp_path, "b", ["R102"], CORRECT)
     res = json.loads(b.read_text())
     res["settings"]["simulate"]["pretrain_minutes"] = 40.0
     b.write_text(json.dumps(res))
