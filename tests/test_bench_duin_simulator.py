@@ -79,9 +79,10 @@ CORRECT = {("R101", "mae"): (36, 30), ("R101", "scratch"): (24, 30),
            ("R102", "mae"): (30, 33), ("R102", "scratch"): (27, 21)}
 
 
-def _part(tmp_path, name, subjects, correct, *, lfp=36.0, records=True):
+def _part(tmp_path, name, subjects, correct=CORRECT, *, lfp=36.0, records=True, simulate=None):
     """A results JSON as the script writes it, holding MAE and scratch runs of ``subjects``:
-    ``correct[(subject, variant)]`` = correct test trials of seeds 42 and 0 (out of 48)."""
+    ``correct[(subject, variant)]`` = correct test trials of seeds 42 and 0 (out of 48);
+    ``simulate``: simulator keywords besides ``n_words`` in its settings."""
     recs = []
     for subj in subjects:
         for variant, tag in (("mae", "A"), ("scratch", "S")):
@@ -92,8 +93,9 @@ def _part(tmp_path, name, subjects, correct, *, lfp=36.0, records=True):
                          "rows": [{"seed": 42, "n_test": 48, "correct": k42},
                                   {"seed": 0, "n_test": 48, "correct": k0}]})
     res = {"status": "complete", "device": "cpu", "snr": 2.0, "lfp_snr": lfp,
-           "settings": {"simulate": {"n_words": 12}, "epochs": {"vqvae": 400}, "folds": "x",
-                        "n_words": 12, "chance": 1 / 12, "variants": ["mae", "scratch"],
+           "settings": {"simulate": {"n_words": 12, **(simulate or {})},
+                        "epochs": {"vqvae": 400}, "folds": "x", "n_words": 12,
+                        "chance": 1 / 12, "variants": ["mae", "scratch"],
                         "subjects_random_state": {s: 0 for s in subjects}},
            "calibration": {}}
     if records:
@@ -104,8 +106,8 @@ def _part(tmp_path, name, subjects, correct, *, lfp=36.0, records=True):
 
 
 def test_combine_pools_parts_and_refuses_mismatches(sim, tmp_path):
-    a = _part(tmp_path, "a", ["R101"], CORRECT)
-    b = _part(tmp_path, "b", ["R102"], CORRECT)
+    a = _part(tmp_path, "a", ["R101"])
+    b = _part(tmp_path, "b", ["R102"])
     out = sim.combine([a, b])
     mae = out["accuracy"]["mae"]["per_subject_seed"]
     assert mae == {"R101": {42: 36 / 48, 0: 30 / 48}, "R102": {42: 30 / 48, 0: 33 / 48}}
@@ -118,8 +120,8 @@ def test_combine_pools_parts_and_refuses_mismatches(sim, tmp_path):
     # refused, naming the file and what differs
     for parts, match in (([a], "at least two"),
                          ([a, a], "is in both"),
-                         ([a, _part(tmp_path, "c", ["R102"], CORRECT, lfp=24.0)], "lfp_snr"),
-                         ([a, _part(tmp_path, "d", ["R102"], CORRECT, records=False)],
+                         ([a, _part(tmp_path, "c", ["R102"], lfp=24.0)], "lfp_snr"),
+                         ([a, _part(tmp_path, "d", ["R102"], records=False)],
                           "has no 'records'")):
         with pytest.raises(SystemExit, match=match) as err:
             sim.combine(parts)
@@ -168,10 +170,7 @@ def test_pretrain_minutes_reaches_the_simulated_data_and_keeps_parts_apart(sim, 
                if o.startswith("data.simulate=")]
     assert "pretrain_minutes = 40.0" in data
     # a part with other pre-training data is not pooled with the design's parts
-    a = _part(tmp_path, "a", ["R101"], CORRECT)
-    b = _part(tmp_path, "b", ["R102"], CORRECT)
-    res = json.loads(b.read_text())
-    res["settings"]["simulate"]["pretrain_minutes"] = 40.0
-    b.write_text(json.dumps(res))
+    a = _part(tmp_path, "a", ["R101"])
+    b = _part(tmp_path, "b", ["R102"], simulate={"pretrain_minutes": 40.0})
     with pytest.raises(SystemExit, match="settings.simulate"):
         sim.combine([a, b])
