@@ -296,9 +296,13 @@ def _overrides(spec: dict, simulate: dict, extra: list[str], path: str) -> list[
     if path in _DUIN_FILES:
         out += [f"pretrain.epochs_vqvae={spec['epochs']['vqvae']}",
                 f"pretrain.epochs_mae={spec['epochs']['mae']}"]
+        vq = {}
         if spec.get("restart_dead_codes"):  # bcikit's opt-in (not the spec): see --help
-            out.append("pretrain.vqvae_params={ restart_dead_codes = "
-                       f"{int(spec['restart_dead_codes'])} }}")
+            vq["restart_dead_codes"] = int(spec["restart_dead_codes"])
+        if spec.get("codebook_size"):  # a probe outside the spec (2048 codes): see --help
+            vq["n_codes"] = int(spec["codebook_size"])
+        if vq:
+            out.append(f"pretrain.vqvae_params={_toml_table(vq)}")
     return out + list(extra)
 
 
@@ -460,6 +464,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="pre-training: re-seed VQ codes unused for K steps (bcikit's opt-in, "
                          "not the spec). Without it every pipeline pre-training of session 12 "
                          "collapsed the codebook (benchmarks/README.md, Du-IN)")
+    ap.add_argument("--codebook-size", type=int, default=None, metavar="N",
+                    help="pre-training: N VQ codes instead of the spec's 2048 (a probe outside "
+                         "the spec; parts with other values do not pool)")
     ap.add_argument("--pretrain-minutes", type=float, default=None, metavar="M",
                     help="minutes of unlabelled recording per subject for pre-training "
                          "(default: the --size preset's; parts with other values do not pool)")
@@ -496,6 +503,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             ap.error("--epochs-scale must be > 0")
         if args.first_subject < 1:
             ap.error("--first-subject must be >= 1")
+        if args.codebook_size is not None and args.codebook_size < 2:
+            ap.error(f"--codebook-size must be >= 2, got {args.codebook_size}")
         if args.pretrain_minutes is not None and not args.pretrain_minutes > 0:
             ap.error(f"--pretrain-minutes must be > 0, got {args.pretrain_minutes}")
         if args.lfp_snr_grid is not None:
@@ -557,6 +566,7 @@ def build_plan(args) -> dict[str, Any]:
             "lfp_snr": float(args.lfp_snr), "lfp_snr_grid": args.lfp_snr_grid,
             "null_subjects": min(preset["null_subjects"], n_subjects),
             "restart_dead_codes": args.restart_dead_codes,
+            "codebook_size": args.codebook_size,
             "variants": args.variants}
 
 
@@ -602,6 +612,7 @@ def spawn(task: Task, plan: dict, args, device: str, work: Path, threads: int) -
             "groups": task_groups(task, plan), "share_data": task.phase == "main",
             "folds": plan["folds"], "epochs": plan["epochs"], "device": device,
             "restart_dead_codes": plan.get("restart_dead_codes"),
+            "codebook_size": plan.get("codebook_size"),
             "threads": threads, "work": str(work)}
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(C.REPO), env.get("PYTHONPATH", "")]).rstrip(
@@ -893,7 +904,8 @@ NOTES = [
 ]
 
 #: settings every part of a combined result must share (``combine``)
-SHARED_SETTINGS = ("simulate", "epochs", "folds", "n_words", "restart_dead_codes")
+SHARED_SETTINGS = ("simulate", "epochs", "folds", "n_words", "restart_dead_codes",
+                   "codebook_size")
 
 
 def combine(paths: list[Path]) -> dict:
@@ -1041,6 +1053,7 @@ def summarise(plan, records, tasks, *, status, device, env, args, snr, lfp_snr, 
                      "snr_grid": plan["snr_grid"], "lfp_snr_grid": plan["lfp_snr_grid"],
                      "n_words": n_words, "chance": chance,
                      "restart_dead_codes": plan.get("restart_dead_codes"),
+                     "codebook_size": plan.get("codebook_size"),
                      "work": str(work)},
         "calibration": cal, "snr": snr, "lfp_snr": lfp_snr, **found,
         "task_seconds": timings, "step_seconds": steps,

@@ -44,7 +44,8 @@ def test_which_runs_calibrate(sim, capsys):
                        (["--snr", "2", "--lfp-snr-grid", "8", "0"], "must be > 0"),
                        (["--snr", "2", "--lfp-snr", "4", "--lfp-snr-grid", "8"], "exclude"),
                        (["--first-subject", "0"], "--first-subject must be >= 1"),
-                       (["--pretrain-minutes", "0"], "--pretrain-minutes must be > 0")):
+                       (["--pretrain-minutes", "0"], "--pretrain-minutes must be > 0"),
+                       (["--codebook-size", "1"], "--codebook-size must be >= 2")):
         with pytest.raises(SystemExit):
             sim.parse_args(bad)
         assert match in capsys.readouterr().err  # argparse's error names the argument's rule
@@ -79,10 +80,12 @@ CORRECT = {("R101", "mae"): (36, 30), ("R101", "scratch"): (24, 30),
            ("R102", "mae"): (30, 33), ("R102", "scratch"): (27, 21)}
 
 
-def _part(tmp_path, name, subjects, correct=CORRECT, *, lfp=36.0, records=True, simulate=None):
+def _part(tmp_path, name, subjects, correct=CORRECT, *, lfp=36.0, records=True, simulate=None,
+          settings=None):
     """A results JSON as the script writes it, holding MAE and scratch runs of ``subjects``:
     ``correct[(subject, variant)]`` = correct test trials of seeds 42 and 0 (out of 48);
-    ``simulate``: simulator keywords besides ``n_words`` in its settings."""
+    ``simulate``: simulator keywords besides ``n_words`` in its settings; ``settings``: further
+    settings (``{"codebook_size": 256}``)."""
     recs = []
     for subj in subjects:
         for variant, tag in (("mae", "A"), ("scratch", "S")):
@@ -96,7 +99,8 @@ def _part(tmp_path, name, subjects, correct=CORRECT, *, lfp=36.0, records=True, 
            "settings": {"simulate": {"n_words": 12, **(simulate or {})},
                         "epochs": {"vqvae": 400}, "folds": "x", "n_words": 12,
                         "chance": 1 / 12, "variants": ["mae", "scratch"],
-                        "subjects_random_state": {s: 0 for s in subjects}},
+                        "subjects_random_state": {s: 0 for s in subjects},
+                        **(settings or {})},
            "calibration": {}}
     if records:
         res["records"] = recs
@@ -147,7 +151,7 @@ def test_restart_option_reaches_only_the_pretraining_pipelines(sim):
     first = sim.Task("main-R101-A", "main", "R101", 101, 2.0, ["mae"], [42], 1.0)
     assert sim.task_groups(first, plan) == [{"seeds": [42], "test_run": "run5"}]
     spec = {"epochs": plan["epochs"], "restart_dead_codes": plan["restart_dead_codes"]}
-    want = "pretrain.vqvae_params={ restart_dead_codes = 10 }"
+    want = "pretrain.vqvae_params={restart_dead_codes = 10}"
     assert want in sim._overrides(spec, plan["simulate"], [], "duin.toml")
     assert want not in sim._overrides(spec, plan["simulate"], [], "duin_conformer.toml")
     spec["restart_dead_codes"] = None  # the default: the spec's quantiser
@@ -174,3 +178,27 @@ def test_pretrain_minutes_reaches_the_simulated_data_and_keeps_parts_apart(sim, 
     b = _part(tmp_path, "b", ["R102"], simulate={"pretrain_minutes": 40.0})
     with pytest.raises(SystemExit, match="settings.simulate"):
         sim.combine([a, b])
+
+
+def test_codebook_size_reaches_the_quantiser_and_keeps_parts_apart(sim, tmp_path):
+    plan = sim.build_plan(sim.parse_args(["--size", "compact", "--folds", "all", "--snr", "2",
+                                          "--restart-dead-codes", "10",
+                                          "--codebook-size", "256"]))
+    assert plan["codebook_size"] == 256
+    spec = {"epochs": plan["epochs"], "restart_dead_codes": 10, "codebook_size": 256}
+    (vq,) = [o for o in sim._overrides(spec, plan["simulate"], [], "duin.toml")
+             if o.startswith("pretrain.vqvae_params=")]
+    from bcikit.config import load_config
+    from bcikit.models import DuINVQVAE
+
+    params = load_config(sim.PIPELINES / "duin.toml", overrides=[vq]).pretrain.vqvae_params
+    assert params == {"restart_dead_codes": 10, "n_codes": 256}
+    assert DuINVQVAE(subjects={"R101": 4}, **params).quantizer.codebook.shape == (256, 64)
+    assert not any("vqvae_params" in o for o in sim._overrides(spec, plan["simulate"], [],
+                                                               "duin_conformer.toml"))
+    # a part with another codebook is not pooled with the design's parts (which have none)
+    a = _part(tmp_path, "a", ["R101"])
+    b = _part(tmp_path, "b", ["R102"], settings={"codebook_size": 256})
+    with pytest.raises(SystemExit, match="settings.codebook_size"):
+        sim.combine([a, b])
+
