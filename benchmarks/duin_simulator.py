@@ -914,8 +914,9 @@ def combine(paths: list[Path]) -> dict:
     the pooled records.
 
     Refused, naming the file and the field: a part without ``records`` (written before they
-    were stored), parts that differ in the data, the epochs, the folds, the carrier snr or the
-    word-locked potential, and the same (subject, variant, seed) in two parts.
+    were stored), parts that differ in the data, the epochs, the folds, the quantiser options
+    (``--restart-dead-codes``, ``--codebook-size``), the carrier snr or the word-locked
+    potential, and the same (subject, variant, seed) in two parts.
     """
     if len(paths) < 2:
         raise SystemExit("--combine needs at least two results JSONs")
