@@ -202,3 +202,20 @@ def test_codebook_size_reaches_the_quantiser_and_keeps_parts_apart(sim, tmp_path
     with pytest.raises(SystemExit, match="settings.codebook_size"):
         sim.combine([a, b])
 
+
+
+def test_checks_ask_for_the_ci_above_zero_where_the_declared_criteria_do(sim):
+    """Criteria 1-3 of the declared comparisons need the pair bootstrap CI above 0; a positive
+    mean alone (session 16's part 1: MAE - EEG-Conformer +11.5, CI [-8.3, +31.6]) passes none."""
+    def comp(mean, lo, hi):
+        return {"mean_difference": mean, "bootstrap_ci95": [lo, hi]}
+
+    keys = {"mae - scratch": "row4_mae_minus_scratch_ci_excludes_0_positive",
+            "mae - conformer": "mae_minus_conformer_ci_excludes_0_positive",
+            "mae - mae_all": "region_minus_all_ci_excludes_0_positive"}
+    wide = sim._checks({}, {k: comp(0.115, -0.083, 0.316) for k in keys}, {}, {}, {})
+    above = sim._checks({}, {k: comp(0.3, 0.2, 0.4) for k in keys}, {}, {}, {})
+    for key, check in keys.items():
+        assert wide[check] is False and above[check] is True, key
+    assert sim._checks({}, {"vqvae - scratch": comp(0.0, -0.1, 0.1)}, {}, {}, {}) == {
+        "row4_vqvae_ge_scratch": True}  # the spec's second half: ">= scratch", on the mean
