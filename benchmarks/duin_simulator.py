@@ -1077,9 +1077,8 @@ def _checks(accuracy, comparisons, null, pretraining, selection) -> dict:
         out["row3_masked_code_acc_gt_majority"] = all(
             (r.get("masked_code_accuracy") or 0) > (r.get("majority_code_rate") or 1)
             for r in region)
-    c = comparisons.get("mae - scratch")
-    if c and "bootstrap_ci95" in c:
-        out["row4_mae_minus_scratch_ci_excludes_0_positive"] = c["bootstrap_ci95"][0] > 0
+    _ci_above_zero(out, comparisons, "row4_mae_minus_scratch_ci_excludes_0_positive",
+                   "mae - scratch")
     c = comparisons.get("vqvae - scratch")
     if c:
         out["row4_vqvae_ge_scratch"] = c["mean_difference"] >= 0
@@ -1092,12 +1091,18 @@ def _checks(accuracy, comparisons, null, pretraining, selection) -> dict:
     # the declared criteria 2-3 (benchmarks/README.md): the pair bootstrap CI above 0, not only
     # the mean (checks before session 16 were named region_beats_all_contacts and
     # mae_beats_conformer and read the mean alone)
-    for name, key in (("region_minus_all_ci_excludes_0_positive", "mae - mae_all"),
-                      ("mae_minus_conformer_ci_excludes_0_positive", "mae - conformer")):
-        c = comparisons.get(key)
-        if c and "bootstrap_ci95" in c:
-            out[name] = c["bootstrap_ci95"][0] > 0
+    _ci_above_zero(out, comparisons, "region_minus_all_ci_excludes_0_positive", "mae - mae_all")
+    _ci_above_zero(out, comparisons, "mae_minus_conformer_ci_excludes_0_positive",
+                   "mae - conformer")
     return out
+
+
+def _ci_above_zero(out: dict, comparisons: dict, name: str, key: str) -> None:
+    """``out[name]``: whether the pair bootstrap CI of ``comparisons[key]`` lies above 0 (left
+    out when that comparison has no CI)."""
+    c = comparisons.get(key)
+    if c and "bootstrap_ci95" in c:
+        out[name] = c["bootstrap_ci95"][0] > 0
 
 
 def summary_table(res: dict) -> str:

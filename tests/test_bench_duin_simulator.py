@@ -203,7 +203,6 @@ def test_codebook_size_reaches_the_quantiser_and_keeps_parts_apart(sim, tmp_path
         sim.combine([a, b])
 
 
-
 def test_checks_ask_for_the_ci_above_zero_where_the_declared_criteria_do(sim):
     """Criteria 1-3 of the declared comparisons need the pair bootstrap CI above 0; a positive
     mean alone (session 16's part 1: MAE - EEG-Conformer +11.5, CI [-8.3, +31.6]) passes none."""
